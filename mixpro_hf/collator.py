@@ -1,0 +1,119 @@
+"""A 🤗-style data collator that stacks image examples and mixes training batches.
+
+It returns what the model needs (``pixel_values``, ``labels``) and what the loss needs
+(``mix_partner``, ``mix_patch_mask``, ``mix_lam_area``, ``mix_method``). Evaluation batches are
+never mixed: use :meth:`MixProCollator.without_mixing` (the ``MixProTrainer`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .labels import check_labels
+from .mixing import MixOutput, check_pixel_values
+from .recipe import MixProConfig, mix_batch
+
+MIX_KEYS = ("mix_partner", "mix_patch_mask", "mix_lam_area", "mix_method")
+LABEL_KEYS = ("labels", "label")
+
+
+def mix_to_batch(mix: MixOutput) -> dict[str, Any]:
+    """The loss-side fields of a :class:`MixOutput`, as batch entries."""
+    return {
+        "mix_partner": mix.partner,
+        "mix_patch_mask": mix.patch_mask,
+        "mix_lam_area": mix.lam_area,
+        "mix_method": mix.method,
+    }
+
+
+def pop_mix(batch: dict[str, Any]) -> MixOutput | None:
+    """Remove the ``mix_*`` entries from ``batch`` and return them as a :class:`MixOutput` (or None)."""
+    if "mix_partner" not in batch:
+        return None
+    return MixOutput(
+        pixel_values=batch["pixel_values"],
+        partner=batch.pop("mix_partner"),
+        patch_mask=batch.pop("mix_patch_mask"),
+        lam_area=batch.pop("mix_lam_area"),
+        method=batch.pop("mix_method"),
+    )
+
+
+def _to_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.as_tensor(np.asarray(value))
+
+
+def stack_examples(features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack ``pixel_values`` and the label column (``labels`` or ``label``) of a list of examples."""
+    if not features:
+        raise ValueError("cannot collate an empty list of examples")
+    first = features[0]
+    if "pixel_values" not in first:
+        raise KeyError(
+            f"examples need a 'pixel_values' entry (the transformed image), got keys {sorted(first)}"
+        )
+    label_key = next((k for k in LABEL_KEYS if k in first), None)
+    batch = {"pixel_values": torch.stack([_to_tensor(f["pixel_values"]) for f in features])}
+    if label_key is not None:
+        batch["labels"] = torch.as_tensor([int(f[label_key]) for f in features], dtype=torch.long)
+    return batch
+
+
+@dataclass
+class MixProCollator:
+    """Collate image examples and mix them with the recipe of ``config`` (``None``: never mix).
+
+    Args:
+        config: the :class:`MixProConfig` (method, probabilities, MaskMix and Mixup/CutMix settings).
+        patch_size: the model's patch size (``model.config.patch_size``).
+        num_labels: when given, labels outside ``[0, num_labels)`` are refused.
+        seed: seeds the collator's own generator; in ``DataLoader`` workers each worker reseeds
+            from its worker seed so workers do not repeat each other's masks.
+    """
+
+    config: MixProConfig | None = None
+    patch_size: int = 16
+    num_labels: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self._generator: torch.Generator | None = None
+        self._worker_id: int | None = None
+
+    def _get_generator(self) -> torch.Generator:
+        info = torch.utils.data.get_worker_info()
+        worker_id = info.id if info is not None else None
+        if self._generator is None or worker_id != self._worker_id:
+            seed = self.seed if self.seed is not None else int(torch.initial_seed())
+            if info is not None:
+                seed = (info.seed * 1_000_003 + seed) % (2**63)
+            self._generator = torch.Generator().manual_seed(seed)
+            self._worker_id = worker_id
+        return self._generator
+
+    def without_mixing(self) -> MixProCollator:
+        """The same collator that only stacks (for evaluation)."""
+        return dataclasses.replace(self, config=None)
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = stack_examples(features)
+        check_pixel_values(batch["pixel_values"], self.patch_size)
+        if self.num_labels is not None and "labels" in batch:
+            check_labels(batch["labels"], self.num_labels)
+        if self.config is None or self.config.method == "none":
+            return batch
+        if "labels" not in batch:
+            raise KeyError("mixing needs labels: examples have neither 'labels' nor 'label'")
+        mix = mix_batch(batch["pixel_values"], self.config, self.patch_size, self._get_generator())
+        batch["pixel_values"] = mix.pixel_values
+        batch.update(mix_to_batch(mix))
+        return batch

@@ -1,0 +1,364 @@
+"""Image mixing for Vision Transformers: MaskMix, Mixup and CutMix with one result type.
+
+Modes (see :func:`mix_batch` for the recipe switch that chooses between them):
+
+* ``maskmix`` -- MixPro's MaskMix (Zhao et al., ICLR 2023, §3.2, eq. 6-7). A grid mask whose
+  cells are ``mask_scale`` x ``mask_scale`` ViT patches; ``ceil(S * tau)`` cells (``tau ~ Beta(beta,
+  beta)``, one per batch) are kept from the sample itself, the rest come from its partner. Every
+  patch therefore comes from exactly one image.
+* ``mixup`` -- Zhang et al. (2018); timm's per-batch blend, partner ``flip(0)``.
+* ``cutmix`` -- Yun et al. (2019); timm's per-batch box, ``cutmix_minmax`` and ``correct_lam``.
+
+Every function returns a :class:`MixOutput` whose ``patch_mask`` gives, on the model's patch grid,
+how much of each patch is the sample's own (bool for MaskMix, covered fraction for CutMix and
+Mixup), so the attention label of eq. 5 (:func:`mixpro_hf.labels.attention_lambda`) works the same
+for every mode. ``lam_area`` always weighs the sample's *own* label, as in eq. 7.
+
+All functions are vectorised over the batch, run on CPU tensors (in a data collator) or on GPU
+tensors, and are reproducible given a :class:`torch.Generator`. A batch of one has nothing to mix:
+it is returned unmixed with ``lam_area = 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+Partner = Literal["randperm", "flip"]
+CellCount = Literal["ceil", "floor"]
+
+
+@dataclass
+class MixOutput:
+    """A mixed batch.
+
+    Attributes:
+        pixel_values: ``(B, C, H, W)`` mixed images.
+        partner: ``(B,)`` long, index in the batch of the image each sample was mixed with.
+        patch_mask: ``(B, H // patch, W // patch)``: ``True`` (or the covered fraction, for CutMix
+            and Mixup) where the patch is the sample's own.
+        lam_area: ``(B,)`` float, the fraction of the image that is the sample's own (eq. 7).
+        method: ``"maskmix"``, ``"mixup"``, ``"cutmix"`` or ``"none"``.
+    """
+
+    pixel_values: torch.Tensor
+    partner: torch.Tensor
+    patch_mask: torch.Tensor
+    lam_area: torch.Tensor
+    method: str = "none"
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MixOutput:
+        return MixOutput(
+            pixel_values=self.pixel_values.to(device, non_blocking=non_blocking),
+            partner=self.partner.to(device, non_blocking=non_blocking),
+            patch_mask=self.patch_mask.to(device, non_blocking=non_blocking),
+            lam_area=self.lam_area.to(device, non_blocking=non_blocking),
+            method=self.method,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# validation and random helpers
+
+
+def check_pixel_values(pixel_values: torch.Tensor, patch_size: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``pixel_values`` is ``(B, C, H, W)`` with H, W divisible by the patch."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.dim() != 4:
+        raise ValueError(
+            f"pixel_values must be 4-D (batch, channels, height, width), got shape {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[0] == 0:
+        raise ValueError("pixel_values holds an empty batch (batch size 0)")
+    if patch_size is not None:
+        if not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+        height, width = pixel_values.shape[-2:]
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by the patch size {patch_size}: "
+                "a ViT needs whole patches"
+            )
+
+
+def mask_scale_from_pixels(mask_size: int, patch_size: int) -> int:
+    """Mask-cell size in pixels -> cells in patches; refuses sizes that are not a whole multiple."""
+    if mask_size < patch_size or mask_size % patch_size:
+        raise ValueError(
+            f"mask size {mask_size} px is not a whole multiple of the patch size {patch_size} px: "
+            "MaskMix cells must cover whole patches (paper §3.2)"
+        )
+    return mask_size // patch_size
+
+
+def _rng_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def sample_beta(
+    concentration: float, size: int = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``size`` draws of Beta(concentration, concentration) on the CPU, reproducible from ``generator``.
+
+    ``torch.distributions.Beta`` takes no generator, so for concentration != 1 the draws come from a
+    NumPy generator seeded from ``generator``; Beta(1, 1) is a plain uniform draw.
+    """
+    if not concentration > 0:
+        raise ValueError(f"Beta concentration must be > 0, got {concentration!r}")
+    if concentration == 1.0:
+        return torch.rand(size, generator=generator, device=_rng_device(generator)).cpu().double()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=_rng_device(generator)).item())
+    draws = np.random.default_rng(seed).beta(concentration, concentration, size=size)
+    return torch.from_numpy(draws)
+
+
+def draw_partner(
+    batch_size: int, partner: Partner, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Index of each sample's partner: a random permutation (MixPro's code) or the reversed batch."""
+    if partner == "randperm":
+        perm = torch.randperm(batch_size, generator=generator, device=_rng_device(generator))
+        return perm.to(device)
+    if partner == "flip":
+        return torch.arange(batch_size - 1, -1, -1, device=device)
+    raise ValueError(f"partner must be 'randperm' or 'flip', got {partner!r}")
+
+
+def unmixed(pixel_values: torch.Tensor, patch_size: int | None = None) -> MixOutput:
+    """The identity mix: each sample is its own partner, ``lam_area = 1``."""
+    batch, _, height, width = pixel_values.shape
+    grid = (height // patch_size, width // patch_size) if patch_size else (1, 1)
+    device = pixel_values.device
+    return MixOutput(
+        pixel_values=pixel_values,
+        partner=torch.arange(batch, device=device),
+        patch_mask=torch.ones((batch, *grid), dtype=torch.bool, device=device),
+        lam_area=torch.ones(batch, device=device),
+        method="none",
+    )
+
+
+def _blend_patches(x: torch.Tensor, own: torch.Tensor, partner: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``M * x + (1 - M) * x[partner]`` (eq. 7) for a boolean patch-grid mask ``own``.
+
+    One gather of the partner images and one in-place ``where`` over a pixel-size boolean mask: the
+    cheapest form measured (benchmarks/bench_mixing.py), about the cost of timm's in-place blend.
+    """
+    other = torch.index_select(x, 0, partner)
+    keep = own.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
+    if x.requires_grad:
+        return torch.where(keep, x, other)
+    return torch.where(keep, x, other, out=other)
+
+
+# ----------------------------------------------------------------------------------------------
+# MaskMix (paper §3.2)
+
+
+def maskmix_patch_mask(
+    batch_size: int,
+    grid: tuple[int, int],
+    mask_scale: int,
+    tau: torch.Tensor,
+    generator: torch.Generator | None = None,
+    cell_count: CellCount = "ceil",
+) -> torch.Tensor:
+    """The MaskMix mask on the patch grid, ``(B, grid_h, grid_w)`` bool, True = the sample's own patch.
+
+    The cell grid is ``ceil(grid / mask_scale)`` a side (S cells); each sample keeps
+    ``ceil(S * tau)`` (or ``floor``) cells at independently drawn positions; the cell mask is
+    repeated to patches and cropped to the patch grid, as the reference code does.
+    """
+    grid_h, grid_w = grid
+    cells_h, cells_w = math.ceil(grid_h / mask_scale), math.ceil(grid_w / mask_scale)
+    num_cells = cells_h * cells_w
+    rounding = torch.ceil if cell_count == "ceil" else torch.floor
+    if cell_count not in ("ceil", "floor"):
+        raise ValueError(f"cell_count must be 'ceil' or 'floor', got {cell_count!r}")
+    kept = rounding(tau.double() * num_cells).long().clamp_(0, num_cells).expand(batch_size)
+    scores = torch.rand(batch_size, num_cells, generator=generator, device=_rng_device(generator))
+    rank = scores.argsort(dim=1).argsort(dim=1)  # a uniform random ranking of the cells, per sample
+    cells = rank < kept.to(rank.device).unsqueeze(1)
+    cells = cells.view(batch_size, cells_h, cells_w)
+    patches = cells.repeat_interleave(mask_scale, dim=1).repeat_interleave(mask_scale, dim=2)
+    return patches[:, :grid_h, :grid_w]
+
+
+def maskmix(
+    pixel_values: torch.Tensor,
+    patch_size: int = 16,
+    mask_scale: int = 4,
+    beta: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    tau_per_sample: bool = False,
+    cell_count: CellCount = "ceil",
+    partner: Partner = "randperm",
+) -> MixOutput:
+    """MaskMix (paper §3.2): ``x~ = M * x_i + (1 - M) * x_j`` (eq. 7) with a patch-aligned grid mask M.
+
+    Args:
+        pixel_values: ``(B, C, H, W)`` images; H and W must be multiples of ``patch_size``.
+        patch_size: the ViT patch size in pixels (P_image).
+        mask_scale: mask-cell side in patches (P_mask / P_image), an integer >= 1; paper default 4.
+        beta: ``tau ~ Beta(beta, beta)`` (eq. 6).
+        generator: source of randomness; the same seed gives the same result.
+        tau_per_sample: draw one tau per sample instead of one per batch (reference: per batch).
+        cell_count: ``"ceil"`` (reference code) or ``"floor"`` (paper text) of ``S * tau``.
+        partner: ``"randperm"`` (reference code) or ``"flip"`` (paper pseudo-code).
+
+    Returns:
+        :class:`MixOutput` with a boolean ``patch_mask`` and the exact ``lam_area`` (the fraction
+        of the image's patches that are the sample's own, also when the crop cuts cells).
+    """
+    check_pixel_values(pixel_values, patch_size)
+    if isinstance(mask_scale, bool) or not isinstance(mask_scale, int) or mask_scale < 1:
+        raise ValueError(f"mask_scale must be an integer >= 1 (mask cell side in patches), got {mask_scale!r}")
+    batch = pixel_values.shape[0]
+    if batch == 1:
+        return unmixed(pixel_values, patch_size)
+    grid = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
+    if math.ceil(grid[0] / mask_scale) * math.ceil(grid[1] / mask_scale) < 2:
+        raise ValueError(
+            f"mask_scale {mask_scale} on a {grid[0]}x{grid[1]} patch grid leaves a single mask cell: nothing "
+            f"would be mixed; use a mask_scale below {max(grid)}"
+        )
+    tau = sample_beta(beta, batch if tau_per_sample else 1, generator)
+    own = maskmix_patch_mask(batch, grid, mask_scale, tau, generator, cell_count).to(pixel_values.device)
+    perm = draw_partner(batch, partner, generator, pixel_values.device)
+    return MixOutput(
+        pixel_values=_blend_patches(pixel_values, own, perm, patch_size),
+        partner=perm,
+        patch_mask=own,
+        lam_area=own.flatten(1).float().mean(1),
+        method="maskmix",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixup and CutMix (timm semantics)
+
+
+def mixup(
+    pixel_values: torch.Tensor,
+    alpha: float = 0.8,
+    generator: torch.Generator | None = None,
+    *,
+    patch_size: int | None = None,
+    partner: Partner = "flip",
+) -> MixOutput:
+    """Mixup: ``lam * x + (1 - lam) * x[partner]``, one ``lam ~ Beta(alpha, alpha)`` per batch (timm).
+
+    ``patch_mask`` is ``lam`` everywhere (every patch is a ``lam`` blend), so the attention label of
+    a Mixup batch equals its area label.
+    """
+    check_pixel_values(pixel_values, patch_size)
+    batch = pixel_values.shape[0]
+    if batch == 1:
+        return unmixed(pixel_values, patch_size)
+    lam = float(sample_beta(alpha, 1, generator))
+    perm = draw_partner(batch, partner, generator, pixel_values.device)
+    other = torch.index_select(pixel_values, 0, perm)
+    # lerp(other, x, lam) = lam * x + (1 - lam) * other, written over the gathered copy
+    mixed = torch.lerp(other, pixel_values, lam) if pixel_values.requires_grad else other.lerp_(pixel_values, lam)
+    height, width = pixel_values.shape[-2:]
+    grid = (height // patch_size, width // patch_size) if patch_size else (1, 1)
+    device = pixel_values.device
+    return MixOutput(
+        pixel_values=mixed,
+        partner=perm,
+        patch_mask=torch.full((batch, *grid), lam, device=device),
+        lam_area=torch.full((batch,), lam, device=device),
+        method="mixup",
+    )
+
+
+def cutmix_box(
+    image_size: tuple[int, int],
+    lam: float,
+    generator: torch.Generator | None = None,
+    minmax: tuple[float, float] | None = None,
+) -> tuple[int, int, int, int]:
+    """timm's CutMix box ``(y0, y1, x0, x1)``: area ``1 - lam`` centred at a random point, clipped;
+    or, with ``minmax``, side ratios drawn uniformly in ``[min, max)`` and the box kept inside."""
+    height, width = image_size
+    device = _rng_device(generator)
+
+    def randint(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=generator, device=device).item())
+
+    if minmax is not None:
+        low, high = minmax
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"cutmix_minmax must satisfy 0 <= min < max <= 1, got {minmax!r}")
+        cut_h = randint(int(height * low), max(int(height * high), int(height * low) + 1))
+        cut_w = randint(int(width * low), max(int(width * high), int(width * low) + 1))
+        y0, x0 = randint(0, height - cut_h + 1), randint(0, width - cut_w + 1)
+        return y0, y0 + cut_h, x0, x0 + cut_w
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    cy, cx = randint(0, height), randint(0, width)
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    return y0, y1, x0, x1
+
+
+def box_patch_fraction(
+    box: tuple[int, int, int, int], image_size: tuple[int, int], patch_size: int
+) -> torch.Tensor:
+    """Fraction of each patch covered by ``box``, ``(H // patch, W // patch)`` float."""
+    height, width = image_size
+    y0, y1, x0, x1 = box
+    rows = torch.zeros(height)
+    cols = torch.zeros(width)
+    rows[y0:y1] = 1.0
+    cols[x0:x1] = 1.0
+    row_frac = rows.view(height // patch_size, patch_size).mean(1)
+    col_frac = cols.view(width // patch_size, patch_size).mean(1)
+    return row_frac[:, None] * col_frac[None, :]
+
+
+def cutmix(
+    pixel_values: torch.Tensor,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    patch_size: int | None = None,
+    minmax: tuple[float, float] | None = None,
+    correct_lam: bool = True,
+    partner: Partner = "flip",
+) -> MixOutput:
+    """CutMix with timm's semantics: one box per batch pasted from the partner.
+
+    ``lam ~ Beta(alpha, alpha)`` sets the box area ``1 - lam`` (or ``minmax`` sets its sides); with
+    ``correct_lam`` (timm default) ``lam_area`` is the exact area outside the clipped box.
+    ``patch_mask`` is the fraction of each patch that is *outside* the box (the sample's own).
+    """
+    check_pixel_values(pixel_values, patch_size)
+    batch, _, height, width = pixel_values.shape
+    if batch == 1:
+        return unmixed(pixel_values, patch_size)
+    lam = float(sample_beta(alpha, 1, generator)) if minmax is None else 1.0
+    y0, y1, x0, x1 = cutmix_box((height, width), lam, generator, minmax)
+    if correct_lam or minmax is not None:
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
+    perm = draw_partner(batch, partner, generator, pixel_values.device)
+    mixed = pixel_values.clone()
+    mixed[:, :, y0:y1, x0:x1] = pixel_values[perm, :, y0:y1, x0:x1]
+    if patch_size is None:  # no patch grid: one cell holding the area fraction
+        own = torch.full((1, 1), lam)
+    else:
+        own = 1.0 - box_patch_fraction((y0, y1, x0, x1), (height, width), patch_size)
+    device = pixel_values.device
+    return MixOutput(
+        pixel_values=mixed,
+        partner=perm,
+        patch_mask=own.to(device).expand(batch, -1, -1),
+        lam_area=torch.full((batch,), lam, device=device),
+        method="cutmix",
+    )
