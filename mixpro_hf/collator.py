@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from .labels import check_labels
 from .mixing import MixOutput, check_pixel_values
-from .recipe import MixProConfig, mix_batch
+from .recipe import MixProConfig, batch_generator, mix_batch
 
 MIX_KEYS = ("mix_partner", "mix_patch_mask", "mix_lam_area", "mix_method")
 LABEL_KEYS = ("labels", "label")
@@ -76,29 +77,28 @@ class MixProCollator:
         config: the :class:`MixProConfig` (method, probabilities, MaskMix and Mixup/CutMix settings).
         patch_size: the model's patch size (``model.config.patch_size``).
         num_labels: when given, labels outside ``[0, num_labels)`` are refused.
-        seed: seeds the collator's own generator; in ``DataLoader`` workers each worker reseeds
-            from its worker seed so workers do not repeat each other's masks.
+        seed: seeds the mixing (default: torch's initial seed); with ``process_index`` it makes each
+            batch's draws reproducible, and distinct between processes and ``DataLoader`` workers.
     """
 
     config: MixProConfig | None = None
     patch_size: int = 16
     num_labels: int | None = None
     seed: int | None = None
+    process_index: int = 0
 
     def __post_init__(self) -> None:
-        self._generator: torch.Generator | None = None
-        self._worker_id: int | None = None
+        self._calls = 0
 
-    def _get_generator(self) -> torch.Generator:
+    def _next_generator(self) -> torch.Generator:
+        """The generator of the next batch: ``batch_generator(seed, process, batch index)`` in the main
+        process (so the Trainer's on-device mixing with the same seed draws the same masks), and
+        seeded from the worker's own seed in ``DataLoader`` workers (which restart every epoch)."""
+        seed = self.seed if self.seed is not None else int(torch.initial_seed())
         info = torch.utils.data.get_worker_info()
-        worker_id = info.id if info is not None else None
-        if self._generator is None or worker_id != self._worker_id:
-            seed = self.seed if self.seed is not None else int(torch.initial_seed())
-            if info is not None:
-                seed = (info.seed * 1_000_003 + seed) % (2**63)
-            self._generator = torch.Generator().manual_seed(seed)
-            self._worker_id = worker_id
-        return self._generator
+        keys = (self.process_index, self._calls) if info is None else (self.process_index, info.seed, self._calls)
+        self._calls += 1
+        return batch_generator(seed, *keys)
 
     def without_mixing(self) -> MixProCollator:
         """The same collator that only stacks (for evaluation)."""
@@ -113,7 +113,7 @@ class MixProCollator:
             return batch
         if "labels" not in batch:
             raise KeyError("mixing needs labels: examples have neither 'labels' nor 'label'")
-        mix = mix_batch(batch["pixel_values"], self.config, self.patch_size, self._get_generator())
+        mix = mix_batch(batch["pixel_values"], self.config, self.patch_size, self._next_generator())
         batch["pixel_values"] = mix.pixel_values
         batch.update(mix_to_batch(mix))
         return batch

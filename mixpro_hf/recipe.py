@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from .mixing import MixOutput, cutmix, maskmix, mixup, unmixed
@@ -105,6 +106,16 @@ class MixProConfig:
         values = {f.name: getattr(obj, f.name) for f in fields(cls) if hasattr(obj, f.name)}
         values.update(overrides)
         return cls(**values)
+
+
+def batch_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator for one batch, seeded from ``seed`` and keys such as (process, batch index).
+
+    Mixing draws are tiny, so they are made on the CPU whatever the images' device: the same seed
+    gives the same masks on CPU and GPU, in the collator and in the Trainer, and after a resume.
+    """
+    state = np.random.SeedSequence([int(seed) % 2**63, *(int(k) for k in keys)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
 def _bernoulli(prob: float, generator: torch.Generator | None) -> bool:
