@@ -160,6 +160,15 @@ def _blend_patches(x: torch.Tensor, own: torch.Tensor, partner: torch.Tensor, pa
 # MaskMix (paper §3.2)
 
 
+def check_mask_grid(grid: tuple[int, int], mask_scale: int) -> None:
+    """Refuse a ``mask_scale`` whose cell grid on the ``grid`` of patches has a single cell (no mixing)."""
+    if math.ceil(grid[0] / mask_scale) * math.ceil(grid[1] / mask_scale) < 2:
+        raise ValueError(
+            f"mask_scale {mask_scale} on a {grid[0]}x{grid[1]} patch grid leaves a single mask cell: nothing "
+            f"would be mixed; use a mask_scale below {max(grid)}"
+        )
+
+
 def maskmix_patch_mask(
     batch_size: int,
     grid: tuple[int, int],
@@ -223,11 +232,7 @@ def maskmix(
     if batch == 1:
         return unmixed(pixel_values, patch_size)
     grid = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
-    if math.ceil(grid[0] / mask_scale) * math.ceil(grid[1] / mask_scale) < 2:
-        raise ValueError(
-            f"mask_scale {mask_scale} on a {grid[0]}x{grid[1]} patch grid leaves a single mask cell: nothing "
-            f"would be mixed; use a mask_scale below {max(grid)}"
-        )
+    check_mask_grid(grid, mask_scale)
     tau = sample_beta(beta, batch if tau_per_sample else 1, generator)
     own = maskmix_patch_mask(batch, grid, mask_scale, tau, generator, cell_count).to(pixel_values.device)
     perm = draw_partner(batch, partner, generator, pixel_values.device)

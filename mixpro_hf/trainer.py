@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from .attention import capture_cls_attention, cls_token_layout, unwrap_model
+from .attention import cls_token_layout, unwrap_model
 from .collator import MixProCollator, pop_mix
-from .loss import mixed_loss
-from .mixing import MixOutput
-from .recipe import batch_generator, label_mode, mix_batch
+from .mixing import MixOutput, check_mask_grid
+from .recipe import batch_generator, mix_batch
+from .step import forward_mixed
 from .training_args import MixProTrainingArguments
 
 LEARNABLE_ALPHA_FILE = "mixpro_learnable_alpha.pt"
@@ -71,6 +71,10 @@ class MixProTrainer(Trainer):
         self.num_labels = int(unwrap_model(model).config.num_labels)
         if self.mix_config.uses_attention:
             cls_token_layout(model)  # a model without a class token fails here, naming its type
+        image_size = getattr(unwrap_model(model).config, "image_size", None)
+        uses_maskmix = self.mix_config.method in ("maskmix", "mixpro") and self.mix_config.maskmix_prob > 0
+        if uses_maskmix and isinstance(image_size, int):
+            check_mask_grid((image_size // self.patch_size,) * 2, self.mix_config.mask_scale)
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = MixProCollator(
                 config=self.mix_config if args.mix_on == "collator" else None,
@@ -123,20 +127,8 @@ class MixProTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mix = self.mix_inputs(inputs)
         labels = inputs.pop("labels")
-        if label_mode(self.mix_config, mix.method) == "area":
-            outputs, attention = model(**inputs), None
-        else:
-            with capture_cls_attention(model) as capture:
-                outputs = model(**inputs)
-            attention = capture.attention
-        result = mixed_loss(
-            outputs.logits,
-            labels,
-            mix,
-            self.mix_config,
-            attention,
-            progress=self._progress(),
-            learnable_alpha=self.learnable_alpha,
+        result, outputs = forward_mixed(
+            model, inputs, labels, mix, self.mix_config, progress=self._progress(), learnable_alpha=self.learnable_alpha
         )
         for name, value in result.stats.items():
             self._mix_stats[name].append(value)
