@@ -28,8 +28,9 @@ def fast(tmp_path: Path, *extra: str) -> list[str]:
     """Flags of a seconds-long run on the embedded digits."""
     return [
         "--output_dir", str(tmp_path / "out"), "--config_overrides", TINY, "--max_train_samples", "96",
-        "--max_eval_samples", "48", "--num_train_epochs", "1", "--mask_scale", "2", "--per_device_train_batch_size", "16",
-        "--disable_tqdm", "True", "--logging_steps", "2", "--report_to", "none", "--use_cpu", "True", "--dataloader_num_workers", "0",
+        "--max_eval_samples", "48", "--num_train_epochs", "1", "--mask_scale", "2",
+        "--per_device_train_batch_size", "16", "--disable_tqdm", "True", "--logging_steps", "2",
+        "--report_to", "none", "--use_cpu", "True", "--dataloader_num_workers", "0",
         *extra,
     ]
 
@@ -102,7 +103,8 @@ def test_image_folders(tmp_path):
             folder.mkdir(parents=True)
             for i, image in enumerate(random_images(n, seed=n, sizes=(16, 24))):
                 image.save(folder / f"{i}.png")
-    results = train.run(fast(tmp_path, "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val")))
+    folders = ("--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"))
+    results = train.run(fast(tmp_path, *folders))
     assert "eval_accuracy" in results
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert sorted(config["id2label"].values()) == ["cat", "dog"]
