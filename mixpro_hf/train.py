@@ -211,12 +211,21 @@ def _resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-def run(argv: Sequence[str]) -> dict[str, Any]:
-    """Train, evaluate, and write the output directory; returns the final metrics."""
-    model_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
+@dataclass
+class Prepared:
+    """Everything a training loop needs, built from the parsed arguments (shared by both entry points)."""
 
+    model: PreTrainedModel
+    processor: Any
+    train_set: Any
+    eval_set: Any
+    test_set: Any | None
+    patch_size: int
+    image_size: int
+
+
+def prepare(model_args: ModelArguments, data_args: DataArguments, training_args: MixProTrainingArguments) -> Prepared:
+    """Load and check the data and the model before any training starts (bad input fails here)."""
     raw = load_image_datasets(data_args, seed=training_args.seed)
     train_set, eval_set, test_set = split_datasets(raw, data_args, training_args.seed)
     image_column = find_column(train_set.column_names, data_args.image_column_name, IMAGE_COLUMNS, "image")
@@ -242,6 +251,40 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     eval_set = attach_transform(eval_set, eval_tf, image_column, label_column)
     if test_set is not None:
         test_set = attach_transform(test_set, eval_tf, image_column, label_column)
+    return Prepared(model, processor, train_set, eval_set, test_set, patch, image_size)
+
+
+def save_run_record(
+    output_dir: Path, model_args: ModelArguments, data_args: DataArguments, training_args: MixProTrainingArguments
+) -> None:
+    """``mixpro_run.json``: every argument of the run, read by the model card."""
+    record = {
+        "model_args": asdict(model_args),
+        "data_args": asdict(data_args),
+        "training_args": {**training_args.to_dict(), "mix_method": training_args.mix_method},
+    }
+    (output_dir / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def write_figures(prepared: Prepared, log_history: list[dict[str, Any]], output_dir: Path, mask_scale: int,
+                  seed: int) -> None:
+    """The α/λ curves (Fig. 2a) and MaskMix samples beside their attention maps (Fig. 6)."""
+    plot_alpha_curve(log_history, output_dir / ALPHA_CURVE_FILE)
+    eval_set, patch, processor = prepared.eval_set, prepared.patch_size, prepared.processor
+    samples = torch.stack([eval_set[i]["pixel_values"] for i in range(min(6, len(eval_set)))])
+    scale = max(1, min(mask_scale, prepared.image_size // patch // 2))
+    plot_maskmix_samples(prepared.model, samples, patch, scale, output_dir / SAMPLES_FILE, processor.image_mean,
+                         processor.image_std, seed=seed)
+
+
+def run(argv: Sequence[str]) -> dict[str, Any]:
+    """Train, evaluate, and write the output directory; returns the final metrics."""
+    model_args, data_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    prepared = prepare(model_args, data_args, training_args)
+    model, processor = prepared.model, prepared.processor
+    train_set, eval_set, test_set = prepared.train_set, prepared.eval_set, prepared.test_set
 
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # pushed at the end with the MixPro card and figures (mixpro_hf.model_card)
@@ -280,18 +323,8 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     trainer.save_state()
 
     if trainer.is_world_process_zero():
-        record = {
-            "model_args": asdict(model_args),
-            "data_args": asdict(data_args),
-            "training_args": {**training_args.to_dict(), "mix_method": training_args.mix_method},
-        }
-        (output_dir / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        plot_alpha_curve(trainer.state.log_history, output_dir / ALPHA_CURVE_FILE)
-        samples = torch.stack([eval_set[i]["pixel_values"] for i in range(min(6, len(eval_set)))])
-        plot_maskmix_samples(
-            trainer.model, samples, patch, max(1, min(training_args.mask_scale, image_size // patch // 2)),
-            output_dir / SAMPLES_FILE, processor.image_mean, processor.image_std, seed=training_args.seed,
-        )
+        save_run_record(output_dir, model_args, data_args, training_args)
+        write_figures(prepared, trainer.state.log_history, output_dir, training_args.mask_scale, training_args.seed)
         from .model_card import push_output_dir, write_model_card
 
         dataset_name = data_args.dataset_name or ("sklearn-digits" if data_args.uses_embedded_default else None)

@@ -218,3 +218,18 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert "final metrics" in proc.stdout
+
+
+def test_no_trainer_accelerate_loop(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "run_image_classification_no_trainer.py"
+    spec = importlib.util.spec_from_file_location("no_trainer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    metrics = module.main(fast(tmp_path, "--max_steps", "4", "--mix_method", "mixpro", "--maskmix_prob", "1.0"))
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    out = tmp_path / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and all("mixpro/alpha" in entry for entry in state["log_history"])
+    assert (out / "model.safetensors").is_file() and (out / "alpha_curve.png").is_file()

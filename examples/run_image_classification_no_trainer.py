@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""The same MixPro training as ``mixpro-train``, written as an explicit 🤗 Accelerate loop.
+
+    python examples/run_image_classification_no_trainer.py --output_dir outputs/no-trainer
+    accelerate launch --num_processes 2 examples/run_image_classification_no_trainer.py --train_file ...
+
+It takes the same flags (model, data and ``MixProTrainingArguments``) and shares every piece of MixPro with
+the Trainer path: ``prepare`` (data, model, checks), ``mix_batch`` + ``batch_generator`` (the same draws
+for the same seed), ``forward_mixed`` (attention capture and the PAL loss) and the metrics. Only the loop
+is written out: optimiser, schedule, gradient accumulation, mixed precision and evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from mixpro_hf.collator import MixProCollator
+from mixpro_hf.metrics import classification_metrics
+from mixpro_hf.recipe import batch_generator, mix_batch
+from mixpro_hf.step import forward_mixed
+from mixpro_hf.train import parse_args, prepare, save_run_record, write_figures
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        out = model(pixel_values=batch["pixel_values"]).logits
+        out, target = accelerator.gather_for_metrics((out, batch["labels"]))
+        logits.append(out.float().cpu().numpy())
+        labels.append(target.cpu().numpy())
+    model.train()
+    return classification_metrics(np.concatenate(logits), np.concatenate(labels))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=mixed_precision, cpu=args.use_cpu
+    )
+    torch.manual_seed(args.seed)
+    prepared = prepare(model_args, data_args, args)
+    config = args.mixpro_config()
+    collate = MixProCollator(config=None, patch_size=prepared.patch_size, num_labels=prepared.model.config.num_labels)
+    train_loader = DataLoader(prepared.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
+                              collate_fn=collate, num_workers=args.dataloader_num_workers, drop_last=True)
+    eval_loader = DataLoader(prepared.eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=collate)
+    decay = [p for n, p in prepared.model.named_parameters() if p.ndim > 1 and "position" not in n and "token" not in n]
+    no_decay = [p for n, p in prepared.model.named_parameters() if not (p.ndim > 1 and "position" not in n
+                                                                          and "token" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.learning_rate,
+    )
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
+    warmup = int(args.warmup_steps * max_steps) if args.warmup_steps < 1 else int(args.warmup_steps)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        prepared.model, optimizer, train_loader, eval_loader, scheduler
+    )
+
+    history: list[dict[str, float]] = []
+    stats: dict[str, list[float]] = {}
+    step, micro = 0, 0
+    progress = tqdm(total=max_steps, disable=not accelerator.is_local_main_process or args.disable_tqdm)
+    model.train()
+    while step < max_steps:
+        for batch in train_loader:
+            generator = batch_generator(args.seed, accelerator.process_index, micro)
+            micro += 1
+            mix = mix_batch(batch["pixel_values"], config, prepared.patch_size, generator)
+            with accelerator.accumulate(model), accelerator.autocast():
+                result, _ = forward_mixed(model, {"pixel_values": mix.pixel_values}, batch["labels"], mix, config,
+                                          progress=step / max_steps)
+                accelerator.backward(result.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            for name, value in {"loss": result.loss.detach(), **result.stats}.items():
+                stats.setdefault(name, []).append(float(value))
+            if accelerator.sync_gradients:
+                step += 1
+                progress.update(1)
+                if step % args.logging_steps == 0 or step == max_steps:
+                    entry = {("loss" if k == "loss" else f"mixpro/{k}"): float(np.mean(v)) for k, v in stats.items()}
+                    history.append({**entry, "step": step, "learning_rate": scheduler.get_last_lr()[0]})
+                    stats.clear()
+                    accelerator.print(history[-1])
+            if step >= max_steps:
+                break
+
+    metrics = {f"eval_{k}": v for k, v in evaluate(model, eval_loader, accelerator).items()}
+    output_dir = Path(args.output_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(output_dir)
+        prepared.processor.save_pretrained(output_dir)
+        (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (output_dir / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}) + "\n")
+        save_run_record(output_dir, model_args, data_args, args)
+        write_figures(prepared, history, output_dir, args.mask_scale, args.seed)
+        accelerator.print("final metrics:", json.dumps(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
