@@ -15,7 +15,31 @@ from .recipe import MIX_METHODS, MixProConfig, label_mode, mix_batch
 
 __version__ = "0.1.0"
 
+# Names that need transformers are imported on first use, so `from mixpro_hf import maskmix` stays light.
+_LAZY = {
+    "capture_cls_attention": "attention",
+    "cls_token_layout": "attention",
+    "supports_cls_attention": "attention",
+    "MixProTrainer": "trainer",
+    "MixProTrainingArguments": "training_args",
+    "forward_mixed": "step",
+    "batch_generator": "recipe",
+    "classification_metrics": "metrics",
+    "generate_model_card": "model_card",
+    "write_model_card": "model_card",
+    "push_output_dir": "model_card",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'mixpro_hf' has no attribute {name!r}")
+
 __all__ = [
+    *_LAZY,
     "MIX_METHODS",
     "MixOutput",
     "MixProCollator",

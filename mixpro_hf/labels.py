@@ -69,10 +69,11 @@ def attention_lambda(cls_attention: torch.Tensor, patch_mask: torch.Tensor) -> t
             f"cls_attention covers {attention.shape[-1]} patches for {attention.shape[0]} samples but "
             f"patch_mask has {mask.shape[-1]} patches for {mask.shape[0]} samples: they must match"
         )
-    if not bool(torch.isfinite(attention).all()):
-        raise ValueError("cls_attention holds NaN or infinite values")
     total = attention.sum(1)
-    if bool((total <= 0).any()):
+    # one host sync per batch for both checks; the messages are built only on failure
+    if bool((~torch.isfinite(attention)).any() | (total <= 0).any()):
+        if not bool(torch.isfinite(attention).all()):
+            raise ValueError("cls_attention holds NaN or infinite values")
         bad = int((total <= 0).nonzero()[0])
         raise ValueError(f"cls_attention of sample {bad} sums to {float(total[bad])} over the patches: need > 0")
     return (attention * mask).sum(1) / total

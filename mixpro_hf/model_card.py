@@ -94,11 +94,13 @@ _METRICS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 _MIX_METHODS = {
-    "mixpro": "full MixPro: MaskMix + Progressive Attention Labeling (area and attention labels blended by α)",
-    "maskmix": "MaskMix only: patch-aligned mask mixing with area-based labels (no attention labeling)",
+    "mixpro": "MixPro: MaskMix (with probability `maskmix_prob`, else Mixup/CutMix) labelled by Progressive "
+    "Attention Labeling (area and attention labels blended by α)",
+    "maskmix": "MaskMix (with probability `maskmix_prob`, else Mixup/CutMix) with area labels (no attention labeling)",
+    "transmix": "TransMix: Mixup/CutMix, CutMix batches labelled with the class-token attention",
     "mixup": "Mixup (global pixel interpolation, area-ratio labels)",
-    "cutmix": "CutMix (one rectangle pasted per image, area-ratio labels)",
-    "mixup_cutmix": "Mixup / CutMix (switching between the two per batch)",
+    "cutmix": "CutMix (one rectangle pasted per batch, area-ratio labels)",
+    "mixup_cutmix": "Mixup / CutMix (switching between the two per batch, the DeiT default)",
     "none": "no mixing (plain training baseline)",
 }
 
@@ -113,6 +115,14 @@ _MIXPRO_FIELDS: tuple[tuple[str, str], ...] = (
     ("Mixup α", "mixup_alpha"),
     ("CutMix α", "cutmix_alpha"),
     ("Mixup/CutMix switch probability", "switch_prob"),
+    ("Mix probability", "mix_prob"),
+    ("CutMix min/max box ratio", "cutmix_minmax"),
+    ("CutMix exact λ (correct_lam)", "correct_lam"),
+    ("τ per sample", "tau_per_sample"),
+    ("Cells taken (ceil/floor of S·τ)", "cell_count"),
+    ("MaskMix partner", "maskmix_partner"),
+    ("TransMix label", "transmix_label"),
+    ("Loss form", "loss_form"),
     ("Label smoothing", "label_smoothing_factor"),
 )
 # further training arguments with these prefixes are MixPro extensions, listed after the known ones

@@ -66,7 +66,7 @@ DIGITS_MODEL = (
 )
 DIGITS_FLAGS = {
     "output_dir": "outputs/mixpro-digits",
-    "num_train_epochs": "30",
+    "num_train_epochs": "20",
     "per_device_train_batch_size": "64",
     "per_device_eval_batch_size": "128",
     "learning_rate": "2e-3",
@@ -132,7 +132,7 @@ def parse_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, MixP
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(
         args=_flags(defaults, explicit) + list(argv)
     )
-    if "model_name_or_path" not in explicit and "learning_rate" not in explicit:
+    if "model_name_or_path" not in explicit and "learning_rate" not in explicit | set(defaults):
         total_batch = (
             training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
             * max(training_args.world_size, 1)
