@@ -44,6 +44,9 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation/test sets."})
+    train_augment: bool = field(
+        default=True, metadata={"help": "Random crop, flip, RandAugment and erasing on training images; False: resize."}
+    )
     hflip: bool = field(default=True, metadata={"help": "Random horizontal flip (paper recipe)."})
     rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude (paper: 9); 0: off."})
     random_erasing: float = field(default=0.25, metadata={"help": "RandomErasing probability (paper: 0.25)."})
@@ -186,6 +189,14 @@ def build_transforms(
     image_size: int, mean: Sequence[float], std: Sequence[float], args: DataArguments
 ) -> tuple[v2.Compose, v2.Compose]:
     """(train, eval) torchvision ``transforms.v2`` pipelines of the DeiT/MixPro recipe (paper Table 11)."""
+    evaluation = [
+        v2.ToImage(),
+        v2.Resize((image_size, image_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ]
+    if not args.train_augment:
+        return v2.Compose(evaluation), v2.Compose(evaluation)
     crop = v2.RandomResizedCrop(image_size, scale=(args.crop_scale_min, 1.0), antialias=True)
     train: list[Any] = [v2.ToImage(), crop]
     if args.hflip:
@@ -195,12 +206,6 @@ def build_transforms(
     train += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if args.random_erasing > 0:
         train.append(v2.RandomErasing(p=args.random_erasing))
-    evaluation = [
-        v2.ToImage(),
-        v2.Resize((image_size, image_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ]
     return v2.Compose(train), v2.Compose(evaluation)
 
 
