@@ -142,9 +142,7 @@ def parse_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, MixP
     return model_args, data_args, training_args
 
 
-def build_model(
-    model_args: ModelArguments, names: list[str], image_size: int | None
-) -> tuple[PreTrainedModel, Any]:
+def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTrainedModel, Any]:
     """The model and its image processor: loaded for fine-tuning, or configured fresh from scratch."""
     id2label = dict(enumerate(names))
     label2id = {name: i for i, name in id2label.items()}
@@ -166,8 +164,6 @@ def build_model(
         hidden, layers, heads = MODEL_SIZES[model_args.model_size]
         config.update(dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                            intermediate_size=4 * hidden))
-    if image_size is not None:
-        config.image_size = image_size
     if model_args.config_overrides:
         config.update_from_string(model_args.config_overrides)
     if hasattr(config, "drop_path_rate"):
@@ -235,7 +231,7 @@ def prepare(model_args: ModelArguments, data_args: DataArguments, training_args:
     if test_set is not None:
         test_set = ensure_image_feature(test_set, image_column)
 
-    model, processor = build_model(model_args, names, None)
+    model, processor = build_model(model_args, names)
     image_size = _image_size(processor, model)
     if training_args.mixpro_config().uses_attention and not supports_cls_attention(model):
         model_type = model.config.model_type
