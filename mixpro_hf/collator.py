@@ -20,7 +20,6 @@ from .labels import check_labels
 from .mixing import MixOutput, check_pixel_values
 from .recipe import MixProConfig, batch_generator, mix_batch
 
-MIX_KEYS = ("mix_partner", "mix_patch_mask", "mix_lam_area", "mix_method")
 LABEL_KEYS = ("labels", "label")
 
 

@@ -7,10 +7,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import capture_cls_attention
+from .attention import capture_cls_attention, supports_cls_attention, unwrap_model
 from .loss import MixedLoss, mixed_loss
-from .mixing import MixOutput
+from .mixing import MixOutput, check_mask_grid
 from .recipe import MixProConfig, label_mode
+
+
+def check_model_for_mixing(model: nn.Module, config: MixProConfig, patch_size: int, image_size: int | None) -> None:
+    """Refuse, before training, a model the recipe cannot train: an image size the patch size does not
+    divide, a ``mask_scale`` leaving a single MaskMix cell, or attention labels without a class token."""
+    if image_size is not None:
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not divisible by the patch size {patch_size}")
+        if config.method in ("maskmix", "mixpro") and config.maskmix_prob > 0:
+            check_mask_grid((image_size // patch_size,) * 2, config.mask_scale)
+    if config.uses_attention and not supports_cls_attention(model):
+        model_type = getattr(getattr(unwrap_model(model), "config", None), "model_type", type(model).__name__)
+        raise ValueError(
+            f"mix_method={config.method!r} labels batches with the class token's attention, but model type "
+            f"{model_type!r} has no class token: use an area-label method (maskmix, mixup, cutmix, mixup_cutmix)"
+        )
 
 
 def forward_mixed(

@@ -34,7 +34,6 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .attention import supports_cls_attention
 from .data import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
@@ -49,6 +48,7 @@ from .data import (
 )
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE, plot_alpha_curve, plot_maskmix_samples
 from .metrics import compute_metrics
+from .step import check_model_for_mixing
 from .trainer import MixProTrainer, model_patch_size
 from .training_args import MixProTrainingArguments
 
@@ -174,9 +174,6 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
             config.model_type, model_args.drop_path_rate,
         )
     config.num_labels, config.id2label, config.label2id = len(names), id2label, label2id
-    patch, size = getattr(config, "patch_size", None), getattr(config, "image_size", None)
-    if isinstance(patch, int) and isinstance(size, int) and size % patch:
-        raise ValueError(f"image size {size} is not divisible by the patch size {patch}: a ViT needs whole patches")
     model = AutoModelForImageClassification.from_config(config, attn_implementation=model_args.attn_implementation)
     processor = ViTImageProcessor(
         size={"height": config.image_size, "width": config.image_size}, image_mean=list(IMAGENET_MEAN),
@@ -233,15 +230,8 @@ def prepare(model_args: ModelArguments, data_args: DataArguments, training_args:
 
     model, processor = build_model(model_args, names)
     image_size = _image_size(processor, model)
-    if training_args.mixpro_config().uses_attention and not supports_cls_attention(model):
-        model_type = model.config.model_type
-        raise ValueError(
-            f"mix_method={training_args.mix_method!r} labels batches with the class token's attention, but model type "
-            f"{model_type!r} has no class token: use an area-label method (maskmix, mixup, cutmix, mixup_cutmix)"
-        )
     patch = model_patch_size(model, training_args.mix_patch_size)
-    if image_size % patch:
-        raise ValueError(f"image size {image_size} is not divisible by the patch size {patch}")
+    check_model_for_mixing(model, training_args.mixpro_config(), patch, image_size)
     train_tf, eval_tf = build_transforms(image_size, processor.image_mean, processor.image_std, data_args)
     train_set = attach_transform(train_set, train_tf, image_column, label_column)
     eval_set = attach_transform(eval_set, eval_tf, image_column, label_column)

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from .attention import cls_token_layout, unwrap_model
+from .attention import unwrap_model
 from .collator import MixProCollator, pop_mix
-from .mixing import MixOutput, check_mask_grid
+from .mixing import MixOutput
 from .recipe import batch_generator, mix_batch
-from .step import forward_mixed
+from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
 LEARNABLE_ALPHA_FILE = "mixpro_learnable_alpha.pt"
@@ -69,12 +69,9 @@ class MixProTrainer(Trainer):
         self.mix_config = args.mixpro_config()
         self.patch_size = model_patch_size(model, args.mix_patch_size)
         self.num_labels = int(unwrap_model(model).config.num_labels)
-        if self.mix_config.uses_attention:
-            cls_token_layout(model)  # a model without a class token fails here, naming its type
         image_size = getattr(unwrap_model(model).config, "image_size", None)
-        uses_maskmix = self.mix_config.method in ("maskmix", "mixpro") and self.mix_config.maskmix_prob > 0
-        if uses_maskmix and isinstance(image_size, int):
-            check_mask_grid((image_size // self.patch_size,) * 2, self.mix_config.mask_scale)
+        image_size = image_size if isinstance(image_size, int) else None
+        check_model_for_mixing(model, self.mix_config, self.patch_size, image_size)
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = MixProCollator(
                 config=self.mix_config if args.mix_on == "collator" else None,
