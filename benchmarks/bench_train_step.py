@@ -56,26 +56,36 @@ from mixpro_hf.step import forward_mixed  # noqa: E402
 VARIANTS = ("none", "cutmix", "transmix", "maskmix", "mixpro", "naive")
 # ViT-S/16 (DeiT-S size): 22 M parameters.
 SMALL = dict(
-    hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, image_size=224,
-    patch_size=16, num_labels=1000,
+    hidden_size=384,
+    num_hidden_layers=12,
+    num_attention_heads=6,
+    intermediate_size=1536,
+    image_size=224,
+    patch_size=16,
+    num_labels=1000,
 )
-TARGETS = {"cpu": {"mixpro_over_cutmix": 1.05}, "cuda": {
-    "mixpro_over_cutmix": 1.03, "naive_over_mixpro_min": 1.3, "peak_memory_mixpro_over_cutmix": 1.05,
-}}
+TARGETS = {
+    "cpu": {"mixpro_over_cutmix": 1.05},
+    "cuda": {
+        "mixpro_over_cutmix": 1.03,
+        "naive_over_mixpro_min": 1.3,
+        "peak_memory_mixpro_over_cutmix": 1.05,
+    },
+}
 
 
 def variant_config(variant: str) -> MixProConfig:
     """The recipe of a variant, chosen so that every step takes the measured path."""
     if variant == "none":
-        return MixProConfig(method="none")
+        return MixProConfig(mix_method="none")
     if variant == "cutmix":
-        return MixProConfig(method="cutmix")
+        return MixProConfig(mix_method="cutmix")
     if variant == "transmix":
-        return MixProConfig(method="transmix", switch_prob=1.0)
+        return MixProConfig(mix_method="transmix", switch_prob=1.0)
     if variant == "maskmix":
-        return MixProConfig(method="maskmix", maskmix_prob=1.0)
+        return MixProConfig(mix_method="maskmix", maskmix_prob=1.0)
     if variant in ("mixpro", "naive"):
-        return MixProConfig(method="mixpro", maskmix_prob=1.0)
+        return MixProConfig(mix_method="mixpro", maskmix_prob=1.0)
     raise ValueError(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
 
 
@@ -91,8 +101,13 @@ def build_model(name: str, attn_implementation: str) -> nn.Module:
 
 
 def naive_step_loss(
-    model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, mix: Any, config: MixProConfig,
-    num_prefix_tokens: int, progress: float,
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    mix: Any,
+    config: MixProConfig,
+    num_prefix_tokens: int,
+    progress: float,
 ) -> torch.Tensor:
     """PAL with the attention taken from ``output_attentions=True`` on an eager model."""
     outputs = model(pixel_values=pixel_values, output_attentions=True)
@@ -172,8 +187,10 @@ def main() -> None:
     step_fns = {name: make_step(i, name) for i, name in enumerate(args.variants)}
     times: dict[str, list[float]] = {name: [] for name in args.variants}
     peak: dict[str, int] = dict.fromkeys(args.variants, 0)
-    print(f"{args.model} batch {batch} on {device} ({'bf16 autocast' if args.bf16 else 'float32'}), "
-          f"{warmup} warm-up + {steps} timed steps per variant, interleaved")
+    print(
+        f"{args.model} batch {batch} on {device} ({'bf16 autocast' if args.bf16 else 'float32'}), "
+        f"{warmup} warm-up + {steps} timed steps per variant, interleaved"
+    )
     for step_index in range(total_steps):
         for name, fn in step_fns.items():
             sync()
@@ -192,32 +209,37 @@ def main() -> None:
     median_ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
     images_per_s = {name: batch / (ms / 1000) for name, ms in median_ms.items()}
     ratio = {name: median_ms[name] / median_ms["cutmix"] for name in median_ms}
-    peak_mb: dict[str, float | None] = {
-        name: (peak[name] / 2**20 if on_cuda else None) for name in args.variants
-    }
+    peak_mb: dict[str, float | None] = {name: (peak[name] / 2**20 if on_cuda else None) for name in args.variants}
     for name in args.variants:
         mem = f"{peak_mb[name]:9.0f} MB" if peak_mb[name] is not None else "   (n/a on CPU)"
-        print(f"  {name:9s} {median_ms[name]:9.1f} ms  {images_per_s[name]:8.1f} img/s  "
-              f"{ratio[name]:5.3f}x cutmix  peak {mem}")
+        print(
+            f"  {name:9s} {median_ms[name]:9.1f} ms  {images_per_s[name]:8.1f} img/s  "
+            f"{ratio[name]:5.3f}x cutmix  peak {mem}"
+        )
 
     checks: dict[str, dict[str, Any]] = {}
     targets = TARGETS[device.type]
     if "mixpro" in median_ms:
         value = ratio["mixpro"]
-        checks["mixpro_over_cutmix"] = {"value": value, "target": f"<= {targets['mixpro_over_cutmix']}",
-                                        "pass": value <= targets["mixpro_over_cutmix"]}
+        checks["mixpro_over_cutmix"] = {
+            "value": value,
+            "target": f"<= {targets['mixpro_over_cutmix']}",
+            "pass": value <= targets["mixpro_over_cutmix"],
+        }
     if on_cuda and "mixpro" in median_ms and "naive" in median_ms:
         value = median_ms["naive"] / median_ms["mixpro"]
-        checks["naive_over_mixpro"] = {"value": value, "target": f">= {targets['naive_over_mixpro_min']}",
-                                       "pass": value >= targets["naive_over_mixpro_min"]}
+        checks["naive_over_mixpro"] = {
+            "value": value,
+            "target": f">= {targets['naive_over_mixpro_min']}",
+            "pass": value >= targets["naive_over_mixpro_min"],
+        }
     if on_cuda and "mixpro" in peak:
         value = peak["mixpro"] / peak["cutmix"]
         limit = targets["peak_memory_mixpro_over_cutmix"]
         checks["peak_memory_mixpro_over_cutmix"] = {"value": value, "target": f"<= {limit}", "pass": value <= limit}
     if not on_cuda and "naive" in median_ms and "mixpro" in median_ms:
         # informative only on the CPU: no target
-        checks["naive_over_mixpro"] = {"value": median_ms["naive"] / median_ms["mixpro"], "target": None,
-                                       "pass": None}
+        checks["naive_over_mixpro"] = {"value": median_ms["naive"] / median_ms["mixpro"], "target": None, "pass": None}
     for name, check in checks.items():
         verdict = "" if check["pass"] is None else ("PASS" if check["pass"] else "FAIL")
         target = f"(target {check['target']})" if check["target"] else "(no target on this device)"
@@ -228,15 +250,22 @@ def main() -> None:
         f"train_step_{device.type}{suffix}",
         {
             "benchmark": "train step",
-            "settings": {**vars(args), "batch": batch, "steps": steps, "warmup": warmup,
-                         "model_config": SMALL, "optimizer": "AdamW(lr=1e-4, wd=0.05)"},
+            "settings": {
+                **vars(args),
+                "batch": batch,
+                "steps": steps,
+                "warmup": warmup,
+                "model_config": SMALL,
+                "optimizer": "AdamW(lr=1e-4, wd=0.05)",
+            },
             "median_ms": median_ms,
             "images_per_s": images_per_s,
             "ratio_to_cutmix": ratio,
             "peak_memory_mb": peak_mb,
             "peak_memory_note": (
                 "torch.cuda.max_memory_allocated over the variant's steps (weights + optimizer state included)"
-                if on_cuda else "not measured on CPU: no per-variant allocator peak (shared RSS, glibc caching)"
+                if on_cuda
+                else "not measured on CPU: no per-variant allocator peak (shared RSS, glibc caching)"
             ),
             "step_times_ms": {name: [1000 * t for t in ts] for name, ts in times.items()},
             "checks": checks,

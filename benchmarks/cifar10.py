@@ -52,7 +52,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,17 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
-from mixpro_hf.attention import capture_cls_attention  # noqa: E402
-from mixpro_hf.metrics import classification_metrics  # noqa: E402
-from mixpro_hf.recipe import MixProConfig, batch_generator, mix_batch  # noqa: E402
-from mixpro_hf.step import forward_mixed  # noqa: E402
+from mixpro_hf import (  # noqa: E402
+    MixProConfig,
+    batch_generator,
+    capture_cls_attention,
+    classification_metrics,
+    forward_mixed,
+    learnable_alpha_parameter,
+    mean_mix_stats,
+    mix_batch,
+    optimizer_param_groups,
+)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -168,8 +175,10 @@ def augment_batch(
     batch, _, height, width = images.shape
     device = images.device
     offsets = torch.randint(0, 2 * padding + 1, (batch, 2), generator=generator).to(device)
-    flips = (torch.rand(batch, generator=generator) < 0.5).to(device) if flip else torch.zeros(
-        batch, dtype=torch.bool, device=device
+    flips = (
+        (torch.rand(batch, generator=generator) < 0.5).to(device)
+        if flip
+        else torch.zeros(batch, dtype=torch.bool, device=device)
     )
     padded = F.pad(images, (padding, padding, padding, padding))
     rows = offsets[:, :1] + torch.arange(height, device=device)  # (B, H)
@@ -187,9 +196,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
-def drop_patches(
-    images: torch.Tensor, ratio: float, patch_size: int, generator: torch.Generator
-) -> torch.Tensor:
+def drop_patches(images: torch.Tensor, ratio: float, patch_size: int, generator: torch.Generator) -> torch.Tensor:
     """Random patch dropping (Naseer et al. 2021; MixPro §4.3.1): set ``round(ratio * N)`` of each image's
     N patches, chosen independently per image, to 0 (whole patches; the input is not modified)."""
     if not 0.0 <= ratio <= 1.0:
@@ -249,10 +256,13 @@ def parse_method(spec: str, settings: Settings) -> MixProConfig:
     """``"mixpro"`` or ``"mixpro:alpha_strategy=linear,maskmix_prob=1.0"`` -> its :class:`MixProConfig`."""
     name, _, rest = spec.partition(":")
     values: dict[str, Any] = {
-        "method": name, "label_smoothing": settings.label_smoothing, "maskmix_prob": settings.maskmix_prob,
-        "mask_scale": settings.mask_scale, "alpha_strategy": settings.alpha_strategy,
+        "mix_method": name,
+        "label_smoothing_factor": settings.label_smoothing,
+        "maskmix_prob": settings.maskmix_prob,
+        "mask_scale": settings.mask_scale,
+        "alpha_strategy": settings.alpha_strategy,
     }
-    types = {f: type(v) for f, v in MixProConfig().to_dict().items()}
+    types = {f.name: type(getattr(MixProConfig(), f.name)) for f in fields(MixProConfig)}
     for item in filter(None, rest.split(",")):
         key, sep, raw = item.partition("=")
         if not sep or key not in types:
@@ -270,17 +280,20 @@ def build_model(settings: Settings, num_labels: int = 10, image_size: int = 32) 
     import transformers as tf
 
     config = tf.ViTConfig(
-        hidden_size=settings.hidden, num_hidden_layers=settings.layers, num_attention_heads=settings.heads,
-        intermediate_size=settings.mlp or 4 * settings.hidden, image_size=image_size,
-        patch_size=settings.patch_size, num_labels=num_labels, attn_implementation="sdpa",
+        hidden_size=settings.hidden,
+        num_hidden_layers=settings.layers,
+        num_attention_heads=settings.heads,
+        intermediate_size=settings.mlp or 4 * settings.hidden,
+        image_size=image_size,
+        patch_size=settings.patch_size,
+        num_labels=num_labels,
+        attn_implementation="sdpa",
     )
     return tf.ViTForImageClassification(config)
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, settings: Settings, drop_ratio: float = 0.0
-) -> np.ndarray:
+def predict(model: nn.Module, images: torch.Tensor, settings: Settings, drop_ratio: float = 0.0) -> np.ndarray:
     """Logits (float32 NumPy) of uint8 test images, optionally with a fraction of patches dropped."""
     model.eval()
     generator = torch.Generator().manual_seed(settings.drop_seed + int(round(drop_ratio * 100)))
@@ -310,11 +323,10 @@ def train_one(
     train_x, train_y = data["train_x"], data["train_y"]
     torch.manual_seed(seed)
     model = build_model(settings, image_size=train_x.shape[-1]).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "position" not in n and "cls" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "position" not in n and "cls" not in n)]
+    learnable_alpha = learnable_alpha_parameter(config, device)
+    extra = [learnable_alpha] if learnable_alpha is not None else []
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.base_lr, fused=device.type == "cuda",
+        optimizer_param_groups(model, settings.weight_decay, extra), lr=settings.base_lr, fused=device.type == "cuda"
     )
     total = settings.total_steps(train_x.shape[0])
     warmup = max(1, round(settings.warmup_frac * total))
@@ -335,6 +347,7 @@ def train_one(
     per_epoch = max(1, train_x.shape[0] // settings.batch)
     order = torch.empty(0, dtype=torch.long)
     losses: list[torch.Tensor] = []
+    stats: list[dict[str, torch.Tensor]] = []
     model.train()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -349,13 +362,20 @@ def train_one(
         mix = mix_batch(images, config, settings.patch_size, batch_generator(seed, 0, step)).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             result, _ = forward_mixed(
-                net, {"pixel_values": mix.pixel_values}, labels, mix, config, progress=step / total
+                net,
+                {"pixel_values": mix.pixel_values},
+                labels,
+                mix,
+                config,
+                progress=step / total,
+                learnable_alpha=learnable_alpha,
             )
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()
         scheduler.step()
         losses.append(result.loss.detach())
+        stats.append(result.stats)
         if log_every and (step + 1) % log_every == 0:
             print(f"    step {step + 1}/{total} loss {float(result.loss):.4f}", flush=True)
     sync()
@@ -369,8 +389,8 @@ def train_one(
     robustness = {}
     for ratio in settings.drop_ratios:
         logits = predict(net, test_x, settings, ratio) if ratio > 0 else None
-        robustness[f"{ratio:.1f}"] = metrics["accuracy"] if logits is None else float(
-            (logits.argmax(1) == test_y).mean()
+        robustness[f"{ratio:.1f}"] = (
+            metrics["accuracy"] if logits is None else float((logits.argmax(1) == test_y).mean())
         )
     return {
         "method": spec,
@@ -379,6 +399,7 @@ def train_one(
         "robustness_top1": robustness,
         "steps": total,
         "final_train_loss": float(tail.mean()),
+        "mix_stats": mean_mix_stats(stats, learnable_alpha),
         "train_seconds": train_seconds,
         "images_per_s": total * settings.batch / train_seconds,
         "eval_seconds": time.perf_counter() - eval_start,
@@ -414,9 +435,12 @@ def run_experiment(
         runs = []
         for seed in seeds:
             run = train_one(spec, seed, data, settings, device, log_every)
-            print(f"  {spec:14s} seed {seed}: top-1 {run['accuracy']:.4f} top-5 {run['top5_accuracy']:.4f} "
-                  f"ECE {run['ece']:.4f} top-1@50% drop {run['robustness_top1']['0.5']:.4f} "
-                  f"({run['steps']} steps, {run['images_per_s']:.0f} img/s)", flush=True)
+            print(
+                f"  {spec:14s} seed {seed}: top-1 {run['accuracy']:.4f} top-5 {run['top5_accuracy']:.4f} "
+                f"ECE {run['ece']:.4f} top-1@50% drop {run['robustness_top1']['0.5']:.4f} "
+                f"({run['steps']} steps, {run['images_per_s']:.0f} img/s)",
+                flush=True,
+            )
             runs.append(run)
         results[spec] = {"runs": runs, **summarize(runs)}
     return results
@@ -445,8 +469,9 @@ def plot_robustness(results: dict[str, Any], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for spec, entry in results.items():
         ratios = sorted(entry["runs"][0]["robustness_top1"], key=float)
-        ax.plot([100 * float(r) for r in ratios], [100 * entry["mean"][f"drop_{r}"] for r in ratios],
-                marker="o", label=spec)
+        ax.plot(
+            [100 * float(r) for r in ratios], [100 * entry["mean"][f"drop_{r}"] for r in ratios], marker="o", label=spec
+        )
     ax.set_xlabel("patches dropped (%)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title, fontsize=9)
@@ -490,10 +515,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     settings = Settings(
-        layers=args.layers, hidden=args.hidden, heads=args.heads, mlp=args.mlp, epochs=args.epochs,
-        max_steps=args.max_steps, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_frac=args.warmup_frac, maskmix_prob=args.maskmix_prob, mask_scale=args.mask_scale,
-        alpha_strategy=args.alpha_strategy, bf16=not args.no_bf16, compile=args.compile,
+        layers=args.layers,
+        hidden=args.hidden,
+        heads=args.heads,
+        mlp=args.mlp,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch=args.batch,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_frac=args.warmup_frac,
+        maskmix_prob=args.maskmix_prob,
+        mask_scale=args.mask_scale,
+        alpha_strategy=args.alpha_strategy,
+        bf16=not args.no_bf16,
+        compile=args.compile,
     )
     data_dir = resolve_data_dir(args.data_dir)
     cache_dir = Path(args.cache_dir) if Path(args.cache_dir).is_absolute() else REPO_ROOT / args.cache_dir
@@ -506,32 +542,47 @@ def main(argv: Sequence[str] | None = None) -> None:
     test_x, test_y = test_x[keep], test_y[keep]
     smoke = args.smoke or is_smoke(settings, len(train_y), len(test_y), full_train, full_test)
     total = settings.total_steps(len(train_y))
-    print(f"CIFAR-10 on {device}: {len(train_y)} train / {len(test_y)} test images, ViT {settings.layers}L "
-          f"{settings.hidden}d {settings.heads}h, {total} steps of {settings.batch} (lr {settings.base_lr:.2e}), "
-          f"{'SMOKE run' if smoke else 'full run'}")
+    print(
+        f"CIFAR-10 on {device}: {len(train_y)} train / {len(test_y)} test images, ViT {settings.layers}L "
+        f"{settings.hidden}d {settings.heads}h, {total} steps of {settings.batch} (lr {settings.base_lr:.2e}), "
+        f"{'SMOKE run' if smoke else 'full run'}"
+    )
     data = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     results = run_experiment(data, args.methods, args.seeds, settings, device, args.log_every)
 
     name = f"cifar10_accuracy_{device.type}{'_smoke' if smoke else ''}"
     for spec, entry in results.items():
         mean, std = entry["mean"], entry["std"]
-        print(f"{spec:14s} top-1 {100 * mean['accuracy']:.2f} ± {100 * std['accuracy']:.2f}  "
-              f"top-5 {100 * mean['top5_accuracy']:.2f}  ECE {100 * mean['ece']:.2f}  "
-              f"top-1@50% drop {100 * mean['drop_0.5']:.2f}")
+        print(
+            f"{spec:14s} top-1 {100 * mean['accuracy']:.2f} ± {100 * std['accuracy']:.2f}  "
+            f"top-5 {100 * mean['top5_accuracy']:.2f}  ECE {100 * mean['ece']:.2f}  "
+            f"top-1@50% drop {100 * mean['drop_0.5']:.2f}"
+        )
     write_result(
         name,
         {
             "benchmark": "cifar10 accuracy",
             "smoke": smoke,
-            "settings": {**asdict(settings), "base_lr": settings.base_lr, "total_steps": total,
-                         "num_train": len(train_y), "num_test": len(test_y), "methods": args.methods,
-                         "seeds": args.seeds, "device": str(device), "data_dir": str(data_dir)},
+            "settings": {
+                **asdict(settings),
+                "base_lr": settings.base_lr,
+                "total_steps": total,
+                "num_train": len(train_y),
+                "num_test": len(test_y),
+                "methods": args.methods,
+                "seeds": args.seeds,
+                "device": str(device),
+                "data_dir": str(data_dir),
+            },
             "results": results,
         },
     )
-    plot_robustness(results, RESULTS_DIR / f"cifar10_robustness_{device.type}{'_smoke' if smoke else ''}.png",
-                    f"CIFAR-10 random patch dropping{' (SMOKE run, not evidence)' if smoke else ''}\n"
-                    f"{total} steps of {settings.batch}, mean of seeds {args.seeds}")
+    plot_robustness(
+        results,
+        RESULTS_DIR / f"cifar10_robustness_{device.type}{'_smoke' if smoke else ''}.png",
+        f"CIFAR-10 random patch dropping{' (SMOKE run, not evidence)' if smoke else ''}\n"
+        f"{total} steps of {settings.batch}, mean of seeds {args.seeds}",
+    )
 
 
 if __name__ == "__main__":

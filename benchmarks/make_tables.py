@@ -81,7 +81,8 @@ def train_step_table(name: str, payload: dict[str, Any]) -> str:
     checks = payload.get("checks", {})
     verdicts = [
         f"{key} = {c['value']:.3f} (target {c['target']}: {'pass' if c['pass'] else 'FAIL'})"
-        for key, c in checks.items() if c.get("target")
+        for key, c in checks.items()
+        if c.get("target")
     ]
     if verdicts:
         lines += ["", "Targets: " + "; ".join(verdicts) + "."]
@@ -168,13 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     updated = replace_section(readme, tables)
     if updated is None:
         print(tables)
-        print(f"\n{args.readme}: the markers {START} and {END} are missing; add them where the tables go.",
-              file=sys.stderr)
+        print(
+            f"\n{args.readme}: the markers {START} and {END} are missing; add them where the tables go.",
+            file=sys.stderr,
+        )
         return 2
     if args.check:
         if updated != readme:
-            print(f"{args.readme}: the results section is out of date; run python benchmarks/make_tables.py",
-                  file=sys.stderr)
+            print(
+                f"{args.readme}: the results section is out of date; run python benchmarks/make_tables.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.readme}: results section up to date")
         return 0

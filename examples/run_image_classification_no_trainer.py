@@ -4,10 +4,11 @@
     python examples/run_image_classification_no_trainer.py --output_dir outputs/no-trainer
     accelerate launch --num_processes 2 examples/run_image_classification_no_trainer.py --train_file ...
 
-It takes the same flags (model, data and ``MixProTrainingArguments``) and shares every piece of MixPro with
-the Trainer path: ``prepare`` (data, model, checks), ``mix_batch`` + ``batch_generator`` (the same draws
-for the same seed), ``forward_mixed`` (attention capture and the PAL loss) and the metrics. Only the loop
-is written out: optimiser, schedule, gradient accumulation, mixed precision and evaluation.
+It takes the same flags and uses the same library contract as ``MixProTrainer``: ``parse_args`` and ``prepare``
+(data, model, checks), ``mix_batch`` + ``batch_generator`` (the same draws for the same seed),
+``forward_mixed`` (attention capture and the loss), ``optimizer_param_groups`` (DeiT's weight-decay rule),
+``learnable_alpha_parameter`` and ``mean_mix_stats`` (the logged ``mixpro/*`` statistics). Only the loop is
+written out: optimiser, schedule, gradient accumulation, mixed precision, evaluation, checkpoint, card.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from mixpro_hf.collator import MixProCollator
-from mixpro_hf.metrics import classification_metrics
-from mixpro_hf.recipe import batch_generator, mix_batch
-from mixpro_hf.step import forward_mixed
-from mixpro_hf.train import parse_args, prepare, save_run_record, write_figures
+from mixpro_hf import (
+    MixProCollator,
+    batch_generator,
+    classification_metrics,
+    forward_mixed,
+    learnable_alpha_parameter,
+    mean_mix_stats,
+    mix_batch,
+    optimizer_param_groups,
+    parse_args,
+    prepare,
+    save_run_record,
+    write_figures,
+    write_model_card,
+)
 
 
 @torch.no_grad()
@@ -51,72 +62,95 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=mixed_precision, cpu=args.use_cpu
     )
-    torch.manual_seed(args.seed)
     prepared = prepare(model_args, data_args, args)
     config = args.mixpro_config()
-    collate = MixProCollator(config=None, patch_size=prepared.patch_size, num_labels=prepared.model.config.num_labels)
-    train_loader = DataLoader(prepared.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
-                              collate_fn=collate, num_workers=args.dataloader_num_workers, drop_last=True)
-    eval_loader = DataLoader(prepared.eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=collate)
-    decay = [p for n, p in prepared.model.named_parameters() if p.ndim > 1 and "position" not in n and "token" not in n]
-    no_decay = [p for n, p in prepared.model.named_parameters() if not (p.ndim > 1 and "position" not in n
-                                                                          and "token" not in n)]
+    collate = MixProCollator(config=None, patch_size=prepared.patch_size, num_labels=len(prepared.label_names))
+    train_loader = DataLoader(
+        prepared.train_set,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=args.dataloader_num_workers,
+        drop_last=True,
+    )
+    eval_loaders = {"eval": prepared.eval_set, "test": prepared.test_set}
+    eval_loaders = {
+        k: DataLoader(v, batch_size=args.per_device_eval_batch_size, collate_fn=collate)
+        for k, v in eval_loaders.items()
+        if v is not None
+    }
+    learnable_alpha = learnable_alpha_parameter(config, accelerator.device)
+    extra = [learnable_alpha] if learnable_alpha is not None else []
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.learning_rate,
+        optimizer_param_groups(prepared.model, args.weight_decay, extra), lr=args.learning_rate
     )
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
     warmup = int(args.warmup_steps * max_steps) if args.warmup_steps < 1 else int(args.warmup_steps)
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        prepared.model, optimizer, train_loader, eval_loader, scheduler
+    model, optimizer, train_loader, scheduler, *loaders = accelerator.prepare(
+        prepared.model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
 
     history: list[dict[str, float]] = []
-    stats: dict[str, list[float]] = {}
+    losses: list[torch.Tensor] = []
+    stats: list[dict[str, torch.Tensor]] = []
     step, micro = 0, 0
     progress = tqdm(total=max_steps, disable=not accelerator.is_local_main_process or args.disable_tqdm)
     model.train()
     while step < max_steps:
         for batch in train_loader:
-            generator = batch_generator(args.seed, accelerator.process_index, micro)
+            mix = mix_batch(
+                batch["pixel_values"],
+                config,
+                prepared.patch_size,
+                batch_generator(args.seed, accelerator.process_index, micro),
+            )
             micro += 1
-            mix = mix_batch(batch["pixel_values"], config, prepared.patch_size, generator)
             with accelerator.accumulate(model), accelerator.autocast():
-                result, _ = forward_mixed(model, {"pixel_values": mix.pixel_values}, batch["labels"], mix, config,
-                                          progress=step / max_steps)
+                result, _ = forward_mixed(
+                    model,
+                    {"pixel_values": mix.pixel_values},
+                    batch["labels"],
+                    mix,
+                    config,
+                    progress=step / max_steps,
+                    learnable_alpha=learnable_alpha,
+                )
                 accelerator.backward(result.loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            for name, value in {"loss": result.loss.detach(), **result.stats}.items():
-                stats.setdefault(name, []).append(float(value))
+            losses.append(result.loss.detach())
+            stats.append(result.stats)
             if accelerator.sync_gradients:
                 step += 1
                 progress.update(1)
                 if step % args.logging_steps == 0 or step == max_steps:
-                    entry = {("loss" if k == "loss" else f"mixpro/{k}"): float(np.mean(v)) for k, v in stats.items()}
+                    entry = {"loss": float(torch.stack(losses).mean()), **mean_mix_stats(stats, learnable_alpha)}
                     history.append({**entry, "step": step, "learning_rate": scheduler.get_last_lr()[0]})
+                    losses.clear()
                     stats.clear()
                     accelerator.print(history[-1])
             if step >= max_steps:
                 break
 
-    metrics = {f"eval_{k}": v for k, v in evaluate(model, eval_loader, accelerator).items()}
+    metrics: dict[str, float] = {}
+    for prefix, loader in zip(eval_loaders, loaders, strict=True):
+        metrics.update({f"{prefix}_{k}": v for k, v in evaluate(model, loader, accelerator).items()})
     output_dir = Path(args.output_dir)
+    accelerator.save_state(str(output_dir / f"checkpoint-{step}"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(output_dir)
+        accelerator.unwrap_model(model).save_pretrained(output_dir)
         prepared.processor.save_pretrained(output_dir)
         (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (output_dir / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}) + "\n")
         save_run_record(output_dir, model_args, data_args, args)
         write_figures(prepared, history, output_dir, args.mask_scale, args.seed)
+        write_model_card(output_dir)
         accelerator.print("final metrics:", json.dumps(metrics))
     return metrics
 

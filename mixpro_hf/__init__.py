@@ -9,9 +9,9 @@ from .labels import (
     smooth_one_hot,
     transmix_lambda,
 )
-from .loss import MixedLoss, mixed_loss
-from .mixing import MixOutput, cutmix, maskmix, mixup, unmixed
-from .recipe import MIX_METHODS, MixProConfig, label_mode, mix_batch
+from .loss import MixedLoss, learnable_alpha_parameter, mean_mix_stats, mixed_loss
+from .mixing import MixOutput, cutmix, maskmix, maskmix_mask, mixup, unmixed
+from .recipe import MIX_METHODS, MixProConfig, batch_generator, label_mode, mix_batch
 
 __version__ = "0.1.0"
 
@@ -23,8 +23,22 @@ _LAZY = {
     "MixProTrainer": "trainer",
     "MixProTrainingArguments": "training_args",
     "forward_mixed": "step",
-    "batch_generator": "recipe",
+    "check_model_for_mixing": "step",
     "classification_metrics": "metrics",
+    "compute_metrics": "metrics",
+    "ModelArguments": "modeling",
+    "build_model": "modeling",
+    "decay_parameter_names": "modeling",
+    "model_geometry": "modeling",
+    "optimizer_param_groups": "modeling",
+    "unwrap_model": "modeling",
+    "DataArguments": "data",
+    "parse_args": "arguments",
+    "Prepared": "pipeline",
+    "prepare": "pipeline",
+    "resolve_checkpoint": "pipeline",
+    "save_run_record": "pipeline",
+    "write_figures": "pipeline",
     "generate_model_card": "model_card",
     "write_model_card": "model_card",
     "push_output_dir": "model_card",
@@ -38,6 +52,7 @@ def __getattr__(name: str) -> object:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mixpro_hf' has no attribute {name!r}")
 
+
 __all__ = [
     *_LAZY,
     "MIX_METHODS",
@@ -46,9 +61,13 @@ __all__ = [
     "MixProConfig",
     "MixedLoss",
     "attention_lambda",
+    "batch_generator",
     "cutmix",
     "label_mode",
+    "learnable_alpha_parameter",
     "maskmix",
+    "maskmix_mask",
+    "mean_mix_stats",
     "mix_batch",
     "mix_to_batch",
     "mixed_loss",

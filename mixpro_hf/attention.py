@@ -1,5 +1,9 @@
 """Class-token attention capture for Hugging Face Vision Transformers, without eager fallback.
 
+Papers:
+    - MixPro: Zhao et al., ICLR 2023 (§3.1, eq. 1-4). https://openreview.net/forum?id=dRjWsd3gwsm
+    - TransMix: Chen et al., CVPR 2022. https://arxiv.org/abs/2111.09833
+
 MixPro's Progressive Attention Labeling (PAL) and TransMix weight the area ratio of a mixed image by the
 attention that the class token pays to the patch tokens in the *last* transformer block. In the notation
 of the MixPro paper (Zhao et al., ICLR 2023, Sec. 3), for the last block with input tokens ``z`` and
@@ -43,6 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .modeling import unwrap_model
+
 __all__ = [
     "ClsAttentionCapture",
     "TokenLayout",
@@ -51,7 +57,6 @@ __all__ = [
     "find_last_attention",
     "remove_persistent_hooks",
     "supports_cls_attention",
-    "unwrap_model",
 ]
 
 # Names of (query, key) projection pairs, in order of preference.
@@ -72,23 +77,6 @@ _NO_CLS_MESSAGE = (
 # --------------------------------------------------------------------------------------------------
 # Model inspection
 # --------------------------------------------------------------------------------------------------
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip DDP / DataParallel / accelerate (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    seen: set[int] = set()
-    while id(model) not in seen:
-        seen.add(id(model))
-        orig = getattr(model, "_orig_mod", None)
-        if isinstance(orig, nn.Module):
-            model = orig
-            continue
-        inner = getattr(model, "module", None)
-        if isinstance(inner, nn.Module) and not hasattr(model, "config"):
-            model = inner
-            continue
-        break
-    return model
-
-
 def _model_type(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     return str(getattr(config, "model_type", None) or type(model).__name__)
@@ -328,9 +316,7 @@ class _Recorder:
             with torch.no_grad():
                 self._inner_bias = output[..., :1, :].detach().clone()
 
-    def _on_attention(
-        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-    ) -> None:
+    def _on_attention(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if not self.active or _in_backward():
             return
         q, k, inner = self._q, self._k, self._inner_bias

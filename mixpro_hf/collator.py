@@ -52,19 +52,42 @@ def _to_tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value))
 
 
+def _is_label_id(value: Any) -> bool:
+    """Whether ``value`` is a class id: a Python or NumPy integer (not a bool) or a 0-d integer tensor/array."""
+    if isinstance(value, torch.Tensor):
+        dtype = value.dtype
+        return value.dim() == 0 and not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and np.issubdtype(value.dtype, np.integer)
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def stack_labels(values: Sequence[Any], label_key: str = "labels") -> torch.Tensor:
+    """The class ids ``values`` as a ``long`` tensor; a float (even ``1.0``: ``mixed_loss`` refuses float labels
+    too), bool, string, ``None`` or non-scalar is refused with a one-line ``ValueError`` naming it."""
+    if not all(type(v) is int for v in values):  # the common case (🤗 datasets give ints) skips the checks
+        for index, value in enumerate(values):
+            if not _is_label_id(value):
+                raise ValueError(
+                    f"label {value!r} ({type(value).__name__}) of example {index} under {label_key!r} is not an "
+                    "integer class id: labels must be Python or NumPy integers or 0-d integer tensors"
+                )
+        values = [int(v) for v in values]
+    return torch.tensor(values, dtype=torch.long)
+
+
 def stack_examples(features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack ``pixel_values`` and the label column (``labels`` or ``label``) of a list of examples."""
+    """Stack ``pixel_values`` and the label column (``labels`` or ``label``, see :func:`stack_labels`) of a list
+    of examples."""
     if not features:
         raise ValueError("cannot collate an empty list of examples")
     first = features[0]
     if "pixel_values" not in first:
-        raise KeyError(
-            f"examples need a 'pixel_values' entry (the transformed image), got keys {sorted(first)}"
-        )
+        raise KeyError(f"examples need a 'pixel_values' entry (the transformed image), got keys {sorted(first)}")
     label_key = next((k for k in LABEL_KEYS if k in first), None)
     batch = {"pixel_values": torch.stack([_to_tensor(f["pixel_values"]) for f in features])}
     if label_key is not None:
-        batch["labels"] = torch.as_tensor([int(f[label_key]) for f in features], dtype=torch.long)
+        batch["labels"] = stack_labels([f[label_key] for f in features], label_key)
     return batch
 
 
@@ -108,7 +131,7 @@ class MixProCollator:
         check_pixel_values(batch["pixel_values"], self.patch_size)
         if self.num_labels is not None and "labels" in batch:
             check_labels(batch["labels"], self.num_labels)
-        if self.config is None or self.config.method == "none":
+        if self.config is None or self.config.mix_method == "none":
             return batch
         if "labels" not in batch:
             raise KeyError("mixing needs labels: examples have neither 'labels' nor 'label'")

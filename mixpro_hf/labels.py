@@ -1,5 +1,12 @@
 """Label math of MixPro: attention label (eq. 5), progressive factor (eq. 8), PAL (eq. 9).
 
+Papers:
+    - MixPro: Zhao et al., "MixPro: Data Augmentation with MaskMix and Progressive Attention Labeling for
+      Vision Transformer", ICLR 2023 (§3.1-3.2, eq. 5, 8, 9; Table 10). https://openreview.net/forum?id=dRjWsd3gwsm
+    - TransMix: Chen et al., "TransMix: Attend to Mix for Vision Transformers", CVPR 2022.
+      https://arxiv.org/abs/2111.09833
+    - Label smoothing: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016.
+
 Pure functions over tensors; :mod:`mixpro_hf.loss` puts them together for a training step.
 """
 
@@ -60,9 +67,7 @@ def attention_lambda(cls_attention: torch.Tensor, patch_mask: torch.Tensor) -> t
     if attention.dim() == 3:
         attention = attention.mean(1)
     if attention.dim() != 2:
-        raise ValueError(
-            f"cls_attention must be (B, N) or (B, heads, N), got shape {tuple(cls_attention.shape)}"
-        )
+        raise ValueError(f"cls_attention must be (B, N) or (B, heads, N), got shape {tuple(cls_attention.shape)}")
     mask = patch_mask.reshape(patch_mask.shape[0], -1).to(attention.dtype)
     if mask.shape != attention.shape:
         raise ValueError(

@@ -1,14 +1,22 @@
 """The training loss of a mixed batch: area labels, TransMix labels or PAL (eq. 7-9).
 
-One function, :func:`mixed_loss`, serves the ``Trainer`` and the Accelerate loop alike.
+Papers:
+    - MixPro: Zhao et al., ICLR 2023 (eq. 7-9, Table 10). https://openreview.net/forum?id=dRjWsd3gwsm
+    - TransMix: Chen et al., CVPR 2022. https://arxiv.org/abs/2111.09833
+
+One contract for every training loop (the ``Trainer``, the Accelerate loop, the benchmarks):
+:func:`mixed_loss` computes the loss, :func:`learnable_alpha_parameter` builds the one trained scalar of
+``alpha_strategy="learnable"``, and :func:`mean_mix_stats` averages the logged ``mixpro/*`` statistics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .labels import (
     attention_lambda,
@@ -61,8 +69,8 @@ def mixed_loss(
     """Loss of a batch mixed by :func:`mixpro_hf.recipe.mix_batch`.
 
     * area label: ``λ = λ_area`` (eq. 7);
-    * TransMix (CutMix batch of ``method="transmix"``): ``λ = (λ_area + λ_attn)/2``;
-    * PAL (MaskMix batch of ``method="mixpro"``): ``λ_attn`` (eq. 5) from ``cls_attention``,
+    * TransMix (CutMix batch of ``mix_method="transmix"``): ``λ = (λ_area + λ_attn)/2``;
+    * PAL (MaskMix batch of ``mix_method="mixpro"``): ``λ_attn`` (eq. 5) from ``cls_attention``,
       ``α`` (eq. 8) against the smoothed area-mixed target, ``λ = α·λ_attn + (1 − α)·λ_area`` (eq. 9).
 
     The loss is the soft-target cross-entropy on ``mixed_target(λ)`` (``config.loss_form="soft"``),
@@ -79,11 +87,11 @@ def mixed_loss(
     lam = lam_area
     if mode in ("pal", "transmix"):
         if cls_attention is None:
-            raise ValueError(f"{config.method} labels of a {mix.method} batch need the class-token attention")
+            raise ValueError(f"{config.mix_method} labels of a {mix.method} batch need the class-token attention")
         lam_attn = attention_lambda(cls_attention.to(logits.device), mix.patch_mask.to(logits.device))
         stats["lam_attn"] = lam_attn.mean()
         if mode == "pal":
-            area_target = mixed_target(labels, partner, lam_area, num_labels, config.label_smoothing)
+            area_target = mixed_target(labels, partner, lam_area, num_labels, config.label_smoothing_factor)
             alpha = progressive_factor(
                 logits, area_target, config.alpha_strategy, progress=progress, learnable=learnable_alpha
             )
@@ -97,6 +105,31 @@ def mixed_loss(
     if mode != "area" and config.loss_form == "hard":
         loss = hard_mixed_cross_entropy(logits, labels, partner, lam)
     else:
-        target = mixed_target(labels, partner, lam, num_labels, config.label_smoothing)
+        target = mixed_target(labels, partner, lam, num_labels, config.label_smoothing_factor)
         loss = soft_cross_entropy(logits, target)
     return MixedLoss(loss=loss, lam=lam, mode=mode, stats=stats)
+
+
+def learnable_alpha_parameter(config: MixProConfig, device: torch.device | str | None = None) -> nn.Parameter | None:
+    """The trained scalar θ of ``alpha_strategy="learnable"`` (paper Table 10; α = sigmoid(θ), starting at
+    0.5), or ``None`` for every other strategy. Give it to the optimizer without weight decay and pass it to
+    :func:`mixed_loss` as ``learnable_alpha``."""
+    if config.alpha_strategy != "learnable":
+        return None
+    return nn.Parameter(torch.zeros((), device=device))
+
+
+def mean_mix_stats(
+    batch_stats: Iterable[Mapping[str, torch.Tensor | float]], learnable_alpha: torch.Tensor | None = None
+) -> dict[str, float]:
+    """The ``mixpro/*`` log entries of a logging interval: each statistic averaged over the batches that have
+    it (λ_area and λ over every batch; λ_attn over attention-labelled batches; α over PAL batches), plus
+    ``mixpro/learnable_alpha`` (sigmoid(θ)) when a learnable α is trained."""
+    values: dict[str, list[torch.Tensor]] = {}
+    for stats in batch_stats:
+        for name, value in stats.items():
+            values.setdefault(name, []).append(torch.as_tensor(value).detach().float())
+    logs = {f"mixpro/{name}": round(float(torch.stack(items).mean()), 6) for name, items in values.items()}
+    if learnable_alpha is not None:
+        logs["mixpro/learnable_alpha"] = round(float(torch.sigmoid(learnable_alpha.detach().float())), 6)
+    return logs

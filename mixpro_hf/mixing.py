@@ -1,5 +1,13 @@
 """Image mixing for Vision Transformers: MaskMix, Mixup and CutMix with one result type.
 
+Papers:
+    - MixPro / MaskMix: Zhao et al., "MixPro: Data Augmentation with MaskMix and Progressive Attention
+      Labeling for Vision Transformer", ICLR 2023 (§3.2, eq. 6-7). https://openreview.net/forum?id=dRjWsd3gwsm
+    - Mixup: Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
+      https://arxiv.org/abs/1710.09412
+    - CutMix: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable
+      Features", ICCV 2019. https://arxiv.org/abs/1905.04899
+
 Modes (see :func:`mix_batch` for the recipe switch that chooses between them):
 
 * ``maskmix`` -- MixPro's MaskMix (Zhao et al., ICLR 2023, §3.2, eq. 6-7). A grid mask whose
@@ -21,15 +29,32 @@ it is returned unmixed with ``lam_area = 1``.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 
-Partner = Literal["randperm", "flip"]
+Pairing = Literal["randperm", "flip"]
 CellCount = Literal["ceil", "floor"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _accepts_old_partner_name(function: _F) -> _F:
+    """Accept the pairing strategy under its old keyword ``partner=`` for one release (FutureWarning)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "partner" in kwargs:
+            warnings.warn("partner= is deprecated, use pairing=", FutureWarning, stacklevel=2)
+            kwargs["pairing"] = kwargs.pop("partner")
+        return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -75,8 +100,10 @@ def check_pixel_values(pixel_values: torch.Tensor, patch_size: int | None = None
         )
     if pixel_values.shape[0] == 0:
         raise ValueError("pixel_values holds an empty batch (batch size 0)")
+    if pixel_values.device.type == "meta":
+        raise ValueError("pixel_values are on the 'meta' device and hold no data: move them to the CPU or a GPU")
     if patch_size is not None:
-        if not isinstance(patch_size, int) or patch_size < 1:
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
         height, width = pixel_values.shape[-2:]
         if height % patch_size or width % patch_size:
@@ -86,23 +113,18 @@ def check_pixel_values(pixel_values: torch.Tensor, patch_size: int | None = None
             )
 
 
-def mask_scale_from_pixels(mask_size: int, patch_size: int) -> int:
-    """Mask-cell size in pixels -> cells in patches; refuses sizes that are not a whole multiple."""
-    if mask_size < patch_size or mask_size % patch_size:
-        raise ValueError(
-            f"mask size {mask_size} px is not a whole multiple of the patch size {patch_size} px: "
-            "MaskMix cells must cover whole patches (paper §3.2)"
-        )
-    return mask_size // patch_size
-
-
 def _rng_device(generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
+    """The device random numbers are drawn on; refuses a generator that cannot draw (``meta``)."""
+    if generator is None:
+        return torch.device("cpu")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type == "meta":
+        raise ValueError("the generator is on the 'meta' device, which draws no numbers: use a CPU generator")
+    return generator.device
 
 
-def sample_beta(
-    concentration: float, size: int = 1, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def sample_beta(concentration: float, size: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
     """``size`` draws of Beta(concentration, concentration) on the CPU, reproducible from ``generator``.
 
     ``torch.distributions.Beta`` takes no generator, so for concentration != 1 the draws come from a
@@ -118,15 +140,16 @@ def sample_beta(
 
 
 def draw_partner(
-    batch_size: int, partner: Partner, generator: torch.Generator | None, device: torch.device
+    batch_size: int, pairing: Pairing, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """Index of each sample's partner: a random permutation (MixPro's code) or the reversed batch."""
-    if partner == "randperm":
+    """Index of each sample's partner under ``pairing``: a random permutation (MixPro's code) or the
+    reversed batch (timm, and the paper's Alg. 1)."""
+    if pairing == "randperm":
         perm = torch.randperm(batch_size, generator=generator, device=_rng_device(generator))
         return perm.to(device)
-    if partner == "flip":
+    if pairing == "flip":
         return torch.arange(batch_size - 1, -1, -1, device=device)
-    raise ValueError(f"partner must be 'randperm' or 'flip', got {partner!r}")
+    raise ValueError(f"pairing must be 'randperm' or 'flip', got {pairing!r}")
 
 
 def unmixed(pixel_values: torch.Tensor, patch_size: int | None = None) -> MixOutput:
@@ -169,35 +192,42 @@ def check_mask_grid(grid: tuple[int, int], mask_scale: int) -> None:
         )
 
 
-def maskmix_patch_mask(
+def maskmix_mask(
     batch_size: int,
     grid: tuple[int, int],
     mask_scale: int,
-    tau: torch.Tensor,
+    beta: float = 1.0,
     generator: torch.Generator | None = None,
+    *,
+    tau_per_sample: bool = False,
     cell_count: CellCount = "ceil",
 ) -> torch.Tensor:
-    """The MaskMix mask on the patch grid, ``(B, grid_h, grid_w)`` bool, True = the sample's own patch.
+    """The MaskMix mask M of MixPro §3.2, on the patch grid: ``(B, grid_h, grid_w)`` bool, True = own patch.
 
-    The cell grid is ``ceil(grid / mask_scale)`` a side (S cells); each sample keeps
-    ``ceil(S * tau)`` (or ``floor``) cells at independently drawn positions; the cell mask is
-    repeated to patches and cropped to the patch grid, as the reference code does.
+    * eq. 6: the mixing ratio ``tau ~ Beta(beta, beta)``, one per batch (reference code) or per sample;
+    * the grid is divided into ``S = ceil(grid_h / mask_scale) * ceil(grid_w / mask_scale)`` cells of
+      ``mask_scale x mask_scale`` patches (P_mask = mask_scale * P_image, so every patch lies in one cell);
+    * ``ceil(S * tau)`` cells (reference code; the paper writes floor: ``cell_count="floor"``) are drawn at
+      independent random positions per sample and set to 1: M keeps the sample's own pixels there
+      (eq. 7: ``x~ = M * x_i + (1 - M) * x_j``);
+    * the cell mask is repeated up to patches and cropped to the patch grid, as the reference code does.
     """
+    if cell_count not in ("ceil", "floor"):
+        raise ValueError(f"cell_count must be 'ceil' or 'floor', got {cell_count!r}")
+    tau = sample_beta(beta, batch_size if tau_per_sample else 1, generator)
     grid_h, grid_w = grid
     cells_h, cells_w = math.ceil(grid_h / mask_scale), math.ceil(grid_w / mask_scale)
     num_cells = cells_h * cells_w
     rounding = torch.ceil if cell_count == "ceil" else torch.floor
-    if cell_count not in ("ceil", "floor"):
-        raise ValueError(f"cell_count must be 'ceil' or 'floor', got {cell_count!r}")
-    kept = rounding(tau.double() * num_cells).long().clamp_(0, num_cells).expand(batch_size)
+    kept = rounding(tau * num_cells).long().clamp_(0, num_cells).expand(batch_size)
     scores = torch.rand(batch_size, num_cells, generator=generator, device=_rng_device(generator))
     rank = scores.argsort(dim=1).argsort(dim=1)  # a uniform random ranking of the cells, per sample
-    cells = rank < kept.to(rank.device).unsqueeze(1)
-    cells = cells.view(batch_size, cells_h, cells_w)
+    cells = (rank < kept.to(rank.device).unsqueeze(1)).view(batch_size, cells_h, cells_w)
     patches = cells.repeat_interleave(mask_scale, dim=1).repeat_interleave(mask_scale, dim=2)
     return patches[:, :grid_h, :grid_w]
 
 
+@_accepts_old_partner_name
 def maskmix(
     pixel_values: torch.Tensor,
     patch_size: int = 16,
@@ -207,7 +237,7 @@ def maskmix(
     *,
     tau_per_sample: bool = False,
     cell_count: CellCount = "ceil",
-    partner: Partner = "randperm",
+    pairing: Pairing = "randperm",
 ) -> MixOutput:
     """MaskMix (paper §3.2): ``x~ = M * x_i + (1 - M) * x_j`` (eq. 7) with a patch-aligned grid mask M.
 
@@ -219,7 +249,7 @@ def maskmix(
         generator: source of randomness; the same seed gives the same result.
         tau_per_sample: draw one tau per sample instead of one per batch (reference: per batch).
         cell_count: ``"ceil"`` (reference code) or ``"floor"`` (paper text) of ``S * tau``.
-        partner: ``"randperm"`` (reference code) or ``"flip"`` (paper pseudo-code).
+        pairing: how samples are paired: ``"randperm"`` (reference code) or ``"flip"`` (paper Alg. 1).
 
     Returns:
         :class:`MixOutput` with a boolean ``patch_mask`` and the exact ``lam_area`` (the fraction
@@ -233,9 +263,10 @@ def maskmix(
         return unmixed(pixel_values, patch_size)
     grid = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
     check_mask_grid(grid, mask_scale)
-    tau = sample_beta(beta, batch if tau_per_sample else 1, generator)
-    own = maskmix_patch_mask(batch, grid, mask_scale, tau, generator, cell_count).to(pixel_values.device)
-    perm = draw_partner(batch, partner, generator, pixel_values.device)
+    own = maskmix_mask(
+        batch, grid, mask_scale, beta, generator, tau_per_sample=tau_per_sample, cell_count=cell_count
+    ).to(pixel_values.device)
+    perm = draw_partner(batch, pairing, generator, pixel_values.device)
     return MixOutput(
         pixel_values=_blend_patches(pixel_values, own, perm, patch_size),
         partner=perm,
@@ -249,13 +280,14 @@ def maskmix(
 # Mixup and CutMix (timm semantics)
 
 
+@_accepts_old_partner_name
 def mixup(
     pixel_values: torch.Tensor,
     alpha: float = 0.8,
     generator: torch.Generator | None = None,
     *,
     patch_size: int | None = None,
-    partner: Partner = "flip",
+    pairing: Pairing = "flip",
 ) -> MixOutput:
     """Mixup: ``lam * x + (1 - lam) * x[partner]``, one ``lam ~ Beta(alpha, alpha)`` per batch (timm).
 
@@ -267,10 +299,15 @@ def mixup(
     if batch == 1:
         return unmixed(pixel_values, patch_size)
     lam = float(sample_beta(alpha, 1, generator))
-    perm = draw_partner(batch, partner, generator, pixel_values.device)
+    perm = draw_partner(batch, pairing, generator, pixel_values.device)
     other = torch.index_select(pixel_values, 0, perm)
-    # lerp(other, x, lam) = lam * x + (1 - lam) * other, written over the gathered copy
-    mixed = torch.lerp(other, pixel_values, lam) if pixel_values.requires_grad else other.lerp_(pixel_values, lam)
+    if not pixel_values.is_floating_point():  # uint8 images: blend in float32, round back (timm's collate)
+        blend = torch.lerp(other.float(), pixel_values.float(), lam)
+        mixed = blend.round_().clamp_(0, torch.iinfo(pixel_values.dtype).max).to(pixel_values.dtype)
+    elif pixel_values.requires_grad:
+        mixed = torch.lerp(other, pixel_values, lam)
+    else:  # lerp(other, x, lam) = lam * x + (1 - lam) * other, written over the gathered copy
+        mixed = other.lerp_(pixel_values, lam)
     height, width = pixel_values.shape[-2:]
     grid = (height // patch_size, width // patch_size) if patch_size else (1, 1)
     device = pixel_values.device
@@ -313,9 +350,7 @@ def cutmix_box(
     return y0, y1, x0, x1
 
 
-def box_patch_fraction(
-    box: tuple[int, int, int, int], image_size: tuple[int, int], patch_size: int
-) -> torch.Tensor:
+def box_patch_fraction(box: tuple[int, int, int, int], image_size: tuple[int, int], patch_size: int) -> torch.Tensor:
     """Fraction of each patch covered by ``box``, ``(H // patch, W // patch)`` float."""
     height, width = image_size
     y0, y1, x0, x1 = box
@@ -328,6 +363,7 @@ def box_patch_fraction(
     return row_frac[:, None] * col_frac[None, :]
 
 
+@_accepts_old_partner_name
 def cutmix(
     pixel_values: torch.Tensor,
     alpha: float = 1.0,
@@ -336,7 +372,7 @@ def cutmix(
     patch_size: int | None = None,
     minmax: tuple[float, float] | None = None,
     correct_lam: bool = True,
-    partner: Partner = "flip",
+    pairing: Pairing = "flip",
 ) -> MixOutput:
     """CutMix with timm's semantics: one box per batch pasted from the partner.
 
@@ -352,7 +388,7 @@ def cutmix(
     y0, y1, x0, x1 = cutmix_box((height, width), lam, generator, minmax)
     if correct_lam or minmax is not None:
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
-    perm = draw_partner(batch, partner, generator, pixel_values.device)
+    perm = draw_partner(batch, pairing, generator, pixel_values.device)
     mixed = pixel_values.clone()
     mixed[:, :, y0:y1, x0:x1] = pixel_values[perm, :, y0:y1, x0:x1]
     if patch_size is None:  # no patch grid: one cell holding the area fraction

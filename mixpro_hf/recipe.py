@@ -1,118 +1,181 @@
-"""The mixing recipes: which augmentation each training batch gets and which label it is given.
+"""The mixing recipe: every MixPro setting (declared once, in :class:`MixProConfig`), which augmentation
+each training batch gets, and which label it is given.
 
-``method`` names a recipe (every one draws a fresh choice per batch, as timm and the MixPro code do):
+Papers:
+    - MixPro: Zhao et al., "MixPro: Data Augmentation with MaskMix and Progressive Attention Labeling for
+      Vision Transformer", ICLR 2023. https://openreview.net/forum?id=dRjWsd3gwsm
+    - TransMix: Chen et al., "TransMix: Attend to Mix for Vision Transformers", CVPR 2022.
+      https://arxiv.org/abs/2111.09833
+    - Mixup: Zhang et al., ICLR 2018 (https://arxiv.org/abs/1710.09412); CutMix: Yun et al., ICCV 2019
+      (https://arxiv.org/abs/1905.04899).
 
-==============  =====================================================  ==========================
-method          images                                                 label
-==============  =====================================================  ==========================
-``none``        unmixed                                                one-hot (smoothed)
-``mixup``       Mixup                                                  area
-``cutmix``      CutMix                                                 area
-``mixup_cutmix`` Mixup or CutMix (``switch_prob``), the DeiT default   area
-``transmix``    Mixup or CutMix                                        CutMix: (λ_area + λ_attn)/2
-``maskmix``     MaskMix (``maskmix_prob``) else Mixup/CutMix           area
-``mixpro``      MaskMix (``maskmix_prob``) else Mixup/CutMix           MaskMix: PAL, eq. 9
-==============  =====================================================  ==========================
+``mix_method`` names a recipe (every one draws a fresh choice per batch, as timm and the MixPro code do):
+
+================  =====================================================  ==========================
+mix_method        images                                                 label
+================  =====================================================  ==========================
+``none``          unmixed                                                one-hot (smoothed)
+``mixup``         Mixup                                                  area
+``cutmix``        CutMix                                                 area
+``mixup_cutmix``  Mixup or CutMix (``switch_prob``), the DeiT default    area
+``transmix``      Mixup or CutMix                                        CutMix: (λ_area + λ_attn)/2
+``maskmix``       MaskMix (``maskmix_prob``) else Mixup/CutMix           area
+``mixpro``        MaskMix (``maskmix_prob``) else Mixup/CutMix           MaskMix: PAL, eq. 9
+================  =====================================================  ==========================
 
 With ``maskmix_prob=1`` every batch of ``maskmix``/``mixpro`` is MaskMix (the paper's text); the
 reference code's 0.5 is the default.
+
+:class:`MixProConfig` is the one declaration of every setting: its fields (type, default, help) are the
+``mixpro-train`` flags, the fields of :class:`~mixpro_hf.training_args.MixProTrainingArguments` (which
+extends it) and the rows of the model card's settings table.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import functools
+import math
+import warnings
+from dataclasses import InitVar, dataclass, field, fields
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
 
 from .mixing import MixOutput, cutmix, maskmix, mixup, unmixed
 
-MIX_METHODS = ("none", "mixup", "cutmix", "mixup_cutmix", "transmix", "maskmix", "mixpro")
-ALPHA_STRATEGIES = ("cosine", "equal", "linear", "parabolic", "learnable")
+MixMethod = Literal["none", "mixup", "cutmix", "mixup_cutmix", "transmix", "maskmix", "mixpro"]
+AlphaStrategy = Literal["cosine", "equal", "linear", "parabolic", "learnable"]
+MIX_METHODS: tuple[str, ...] = get_args(MixMethod)
+ALPHA_STRATEGIES: tuple[str, ...] = get_args(AlphaStrategy)
 ATTENTION_METHODS = ("transmix", "mixpro")
+MASKMIX_METHODS = ("maskmix", "mixpro")
+# Old argument names, accepted for one release with a FutureWarning: old name -> field.
+DEPRECATED_NAMES = {
+    "method": "mix_method",
+    "label_smoothing": "label_smoothing_factor",
+    "maskmix_partner": "maskmix_pairing",
+}
+
+
+def _setting(default: Any, help: str) -> Any:  # noqa: A002 - the HfArgumentParser metadata key
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class MixProConfig:
-    """Every MixPro hyper-parameter; defaults follow the code that produced the paper's numbers.
+    """Every MixPro setting; the defaults follow the code that produced the paper's numbers.
 
-    Images: ``method``, ``maskmix_prob``, ``mask_scale``, ``beta``, ``tau_per_sample``,
-    ``cell_count``, ``maskmix_partner``, ``mixup_alpha``, ``cutmix_alpha``, ``cutmix_minmax``,
-    ``switch_prob``, ``mix_prob``, ``correct_lam``. Labels: ``label_smoothing``,
-    ``alpha_strategy`` (paper Table 10), ``alpha_grad`` (gradient through alpha, reference: yes),
-    ``transmix_label`` (``"mean"`` as TransMix's code, ``"attn"`` as its paper),
-    ``loss_form`` (``"soft"``: cross-entropy on the mixed smoothed target; ``"hard"``: the
-    reference code's ``lam * CE(y_i) + (1 - lam) * CE(y_j)``).
+    The old argument names ``method``, ``label_smoothing`` and ``maskmix_partner`` are accepted for one release
+    with a ``FutureWarning``.
     """
 
-    method: str = "mixpro"
-    maskmix_prob: float = 0.5
-    mask_scale: int = 4
-    beta: float = 1.0
-    tau_per_sample: bool = False
-    cell_count: str = "ceil"
-    maskmix_partner: str = "randperm"
-    mixup_alpha: float = 0.8
-    cutmix_alpha: float = 1.0
-    cutmix_minmax: tuple[float, float] | None = None
-    switch_prob: float = 0.5
-    mix_prob: float = 1.0
-    correct_lam: bool = True
-    label_smoothing: float = 0.1
-    alpha_strategy: str = "cosine"
-    alpha_grad: bool = True
-    transmix_label: str = "mean"
-    loss_form: str = "soft"
+    mix_method: MixMethod = _setting("mixpro", "Mixing recipe (see the README's methods table).")
+    maskmix_prob: float = _setting(
+        0.5, "maskmix/mixpro: probability that a batch gets MaskMix, else Mixup/CutMix (reference code 0.5, paper 1)."
+    )
+    mask_scale: int = _setting(4, "MaskMix cell side in ViT patches, P_mask / P_image (paper §3.2: 4).")
+    beta: float = _setting(1.0, "MaskMix mixing ratio tau ~ Beta(beta, beta) (eq. 6).")
+    tau_per_sample: bool = _setting(False, "MaskMix: one tau per sample instead of one per batch (reference).")
+    cell_count: Literal["ceil", "floor"] = _setting("ceil", "MaskMix cells kept: ceil(S*tau) (code) or floor (paper).")
+    maskmix_pairing: Literal["randperm", "flip"] = _setting(
+        "randperm", "MaskMix pairing of samples: a random permutation (code) or the reversed batch (paper Alg. 1)."
+    )
+    mixup_alpha: float = _setting(0.8, "Mixup lam ~ Beta(mixup_alpha, mixup_alpha) (timm); 0 disables Mixup.")
+    cutmix_alpha: float = _setting(1.0, "CutMix lam ~ Beta(cutmix_alpha, cutmix_alpha) (timm); 0 disables CutMix.")
+    cutmix_minmax: list[float] | None = _setting(
+        None, "CutMix box side ratio range 'min max' (timm); overrides cutmix_alpha."
+    )
+    switch_prob: float = _setting(0.5, "Probability of CutMix rather than Mixup when both are on (timm).")
+    mix_prob: float = _setting(1.0, "Probability that a batch is mixed at all (timm's prob).")
+    correct_lam: bool = _setting(True, "CutMix: lam is the exact area outside the clipped box (timm).")
+    label_smoothing_factor: float = _setting(0.1, "Label smoothing of the mixed targets (paper Table 11: 0.1).")
+    alpha_strategy: AlphaStrategy = _setting(
+        "cosine", "PAL progressive factor alpha: cosine (eq. 8) or the ablations of paper Table 10."
+    )
+    alpha_grad: bool = _setting(True, "PAL: let the gradient flow through alpha (reference code: yes).")
+    transmix_label: Literal["mean", "attn"] = _setting(
+        "mean", "TransMix label: (lam_area + lam_attn)/2 (TransMix code) or lam_attn (TransMix paper)."
+    )
+    loss_form: Literal["soft", "hard"] = _setting(
+        "soft",
+        "Loss of attention-labelled batches: soft-target CE on the mixed target, or hard: "
+        "lam*CE(y_i) + (1-lam)*CE(y_j) (reference code).",
+    )
+    method: InitVar[str | None] = None
+    label_smoothing: InitVar[float | None] = None
+    maskmix_partner: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
-        checks = [
-            ("method", self.method, MIX_METHODS),
-            ("alpha_strategy", self.alpha_strategy, ALPHA_STRATEGIES),
-            ("cell_count", self.cell_count, ("ceil", "floor")),
-            ("maskmix_partner", self.maskmix_partner, ("randperm", "flip")),
-            ("transmix_label", self.transmix_label, ("mean", "attn")),
-            ("loss_form", self.loss_form, ("soft", "hard")),
-        ]
-        for name, value, allowed in checks:
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    def __post_init__(
+        self, method: str | None = None, label_smoothing: float | None = None, maskmix_partner: str | None = None
+    ) -> None:
+        for old, value in (
+            ("method", method),
+            ("label_smoothing", label_smoothing),
+            ("maskmix_partner", maskmix_partner),
+        ):
+            if value is not None:
+                new = DEPRECATED_NAMES[old]
+                warnings.warn(f"{old}= is deprecated, use {new}=", FutureWarning, stacklevel=3)
+                setattr(self, new, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is out of range."""
+        for name, choices in _choices().items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
         for name in ("maskmix_prob", "switch_prob", "mix_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+        _check_number("label_smoothing_factor", self.label_smoothing_factor, 0.0, 1.0, high_open=True)
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            _check_number(name, getattr(self, name), 0.0, math.inf, high_open=True)
+        _check_number("beta", self.beta, 0.0, math.inf, low_open=True, high_open=True)
         if isinstance(self.mask_scale, bool) or not isinstance(self.mask_scale, int) or self.mask_scale < 1:
-            raise ValueError(f"mask_scale must be an integer >= 1, got {self.mask_scale!r}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta!r}")
+            raise ValueError(f"mask_scale must be an integer >= 1 (mask cell side in patches), got {self.mask_scale!r}")
         if self.cutmix_minmax is not None:
-            self.cutmix_minmax = tuple(float(v) for v in self.cutmix_minmax)  # type: ignore[assignment]
-            if len(self.cutmix_minmax) != 2:
-                raise ValueError(f"cutmix_minmax must hold two ratios (min, max), got {self.cutmix_minmax!r}")
+            values = list(self.cutmix_minmax)
+            if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"cutmix_minmax must hold two ratios (min max), got {self.cutmix_minmax!r}")
+            if not 0.0 <= values[0] < values[1] <= 1.0:
+                raise ValueError(f"cutmix_minmax must satisfy 0 <= min < max <= 1, got {values!r}")
+            self.cutmix_minmax = [float(v) for v in values]
 
     @property
     def uses_attention(self) -> bool:
         """True when some batches need the class-token attention (TransMix, MixPro)."""
-        return self.method in ATTENTION_METHODS
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.mix_method in ATTENTION_METHODS
 
     @classmethod
-    def from_object(cls, obj: Any, **overrides: Any) -> MixProConfig:
-        """Build from any object holding these field names (e.g. ``MixProTrainingArguments``)."""
-        values = {f.name: getattr(obj, f.name) for f in fields(cls) if hasattr(obj, f.name)}
-        values.update(overrides)
-        return cls(**values)
+    def from_object(cls, obj: Any) -> MixProConfig:
+        """The settings held by ``obj`` (e.g. ``MixProTrainingArguments``), as a plain ``MixProConfig``."""
+        return cls(**{f.name: getattr(obj, f.name) for f in fields(cls)})
+
+
+@functools.cache
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every ``Literal`` setting, from the type hints (declared once)."""
+    hints = get_type_hints(MixProConfig)
+    return {f.name: get_args(hints[f.name]) for f in fields(MixProConfig) if get_origin(hints[f.name]) is Literal}
+
+
+def _check_number(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Refuse a non-number, NaN/inf (unless ``high`` is inf) or a value outside the interval."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
 
 
 def batch_generator(seed: int, *keys: int) -> torch.Generator:
     """A CPU generator for one batch, seeded from ``seed`` and keys such as (process, batch index).
 
-    Mixing draws are tiny, so they are made on the CPU whatever the images' device: the same seed
-    gives the same masks on CPU and GPU, in the collator and in the Trainer, and after a resume.
+    Mixing draws are tiny, so they are made on the CPU whatever the images' device: the same seed gives
+    the same masks on CPU and GPU, in the collator and in the Trainer, and after a resume.
     """
     state = np.random.SeedSequence([int(seed) % 2**63, *(int(k) for k in keys)]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
@@ -133,11 +196,11 @@ def mix_batch(
     patch_size: int,
     generator: torch.Generator | None = None,
 ) -> MixOutput:
-    """Mix one training batch following ``config.method`` (see the module docstring)."""
-    method = config.method
+    """Mix one training batch following ``config.mix_method`` (see the module docstring)."""
+    method = config.mix_method
     if method == "none" or pixel_values.shape[0] == 1 or not _bernoulli(config.mix_prob, generator):
         return unmixed(pixel_values, patch_size)
-    if method in ("maskmix", "mixpro") and _bernoulli(config.maskmix_prob, generator):
+    if method in MASKMIX_METHODS and _bernoulli(config.maskmix_prob, generator):
         return maskmix(
             pixel_values,
             patch_size=patch_size,
@@ -145,8 +208,8 @@ def mix_batch(
             beta=config.beta,
             generator=generator,
             tau_per_sample=config.tau_per_sample,
-            cell_count=config.cell_count,  # type: ignore[arg-type]
-            partner=config.maskmix_partner,  # type: ignore[arg-type]
+            cell_count=config.cell_count,
+            pairing=config.maskmix_pairing,
         )
     has_cutmix = config.cutmix_alpha > 0 or config.cutmix_minmax is not None
     has_mixup = config.mixup_alpha > 0
@@ -159,23 +222,24 @@ def mix_batch(
     else:
         use_cutmix = has_cutmix
     if use_cutmix:
+        minmax = tuple(config.cutmix_minmax) if config.cutmix_minmax is not None else None
         return cutmix(
             pixel_values,
             alpha=config.cutmix_alpha,
             generator=generator,
             patch_size=patch_size,
-            minmax=config.cutmix_minmax,
+            minmax=minmax,  # type: ignore[arg-type]
             correct_lam=config.correct_lam,
         )
     if not has_mixup:
-        raise ValueError(f"method={method!r} needs mixup_alpha > 0, got {config.mixup_alpha!r}")
+        raise ValueError(f"mix_method={method!r} needs mixup_alpha > 0, got {config.mixup_alpha!r}")
     return mixup(pixel_values, alpha=config.mixup_alpha, generator=generator, patch_size=patch_size)
 
 
 def label_mode(config: MixProConfig, batch_method: str) -> str:
     """How a batch mixed by ``batch_method`` is labelled: ``"area"``, ``"pal"`` or ``"transmix"``."""
-    if config.method == "mixpro" and batch_method == "maskmix":
+    if config.mix_method == "mixpro" and batch_method == "maskmix":
         return "pal"
-    if config.method == "transmix" and batch_method == "cutmix":
+    if config.mix_method == "transmix" and batch_method == "cutmix":
         return "transmix"
     return "area"

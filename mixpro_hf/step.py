@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import capture_cls_attention, supports_cls_attention, unwrap_model
+from .attention import capture_cls_attention, supports_cls_attention
 from .loss import MixedLoss, mixed_loss
 from .mixing import MixOutput, check_mask_grid
-from .recipe import MixProConfig, label_mode
+from .modeling import unwrap_model
+from .recipe import MASKMIX_METHODS, MixProConfig, label_mode
 
 
 def check_model_for_mixing(model: nn.Module, config: MixProConfig, patch_size: int, image_size: int | None) -> None:
@@ -19,12 +20,19 @@ def check_model_for_mixing(model: nn.Module, config: MixProConfig, patch_size: i
     if image_size is not None:
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not divisible by the patch size {patch_size}")
-        if config.method in ("maskmix", "mixpro") and config.maskmix_prob > 0:
+        if config.mix_method in MASKMIX_METHODS and config.maskmix_prob > 0:
             check_mask_grid((image_size // patch_size,) * 2, config.mask_scale)
+    if config.uses_attention and getattr(getattr(unwrap_model(model), "config", None), "use_mean_pooling", False):
+        raise ValueError(
+            f"mix_method={config.mix_method!r} labels batches with the class token's attention, but this model "
+            "classifies from the mean of the patch tokens (config.use_mean_pooling=True), so the class token does "
+            'not feed the classifier: set use_mean_pooling=False (--config_overrides "use_mean_pooling=False") or '
+            "use an area-label method"
+        )
     if config.uses_attention and not supports_cls_attention(model):
         model_type = getattr(getattr(unwrap_model(model), "config", None), "model_type", type(model).__name__)
         raise ValueError(
-            f"mix_method={config.method!r} labels batches with the class token's attention, but model type "
+            f"mix_method={config.mix_method!r} labels batches with the class token's attention, but model type "
             f"{model_type!r} has no class token: use an area-label method (maskmix, mixup, cutmix, mixup_cutmix)"
         )
 
@@ -51,7 +59,5 @@ def forward_mixed(
             outputs = model(**inputs)
         attention = capture.attention
     logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
-    result = mixed_loss(
-        logits, labels, mix, config, attention, progress=progress, learnable_alpha=learnable_alpha
-    )
+    result = mixed_loss(logits, labels, mix, config, attention, progress=progress, learnable_alpha=learnable_alpha)
     return result, outputs

@@ -7,42 +7,21 @@ the patch size, number of labels and token layout are read from the model's conf
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from .attention import unwrap_model
 from .collator import MixProCollator, pop_mix
+from .loss import learnable_alpha_parameter, mean_mix_stats
 from .mixing import MixOutput
+from .modeling import decay_parameter_names, model_geometry, unwrap_model
 from .recipe import batch_generator, mix_batch
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
 LEARNABLE_ALPHA_FILE = "mixpro_learnable_alpha.pt"
-
-
-def model_patch_size(model: nn.Module, override: int | None = None) -> int:
-    """The mixing grid cell in pixels: ``override``, else the model config's ``patch_size``."""
-    if override is not None:
-        if override < 1:
-            raise ValueError(f"mix_patch_size must be a positive integer, got {override!r}")
-        return int(override)
-    config = getattr(unwrap_model(model), "config", None)
-    patch = getattr(config, "patch_size", None)
-    if isinstance(patch, (list, tuple)):
-        if len(set(patch)) != 1:
-            raise ValueError(f"non-square patch size {tuple(patch)} is not supported: set mix_patch_size")
-        patch = patch[0]
-    if not isinstance(patch, int):
-        model_type = getattr(config, "model_type", type(model).__name__)
-        raise ValueError(
-            f"model type {model_type!r} has no integer config.patch_size: set mix_patch_size (--mix_patch_size) "
-            "to the grid cell, in pixels, on which images are mixed"
-        )
-    return patch
 
 
 class MixProTrainer(Trainer):
@@ -67,10 +46,8 @@ class MixProTrainer(Trainer):
         if not isinstance(args, MixProTrainingArguments):
             raise TypeError(f"args must be MixProTrainingArguments, got {type(args).__name__}")
         self.mix_config = args.mixpro_config()
-        self.patch_size = model_patch_size(model, args.mix_patch_size)
+        self.patch_size, image_size = model_geometry(model, args.mix_patch_size)
         self.num_labels = int(unwrap_model(model).config.num_labels)
-        image_size = getattr(unwrap_model(model).config, "image_size", None)
-        image_size = image_size if isinstance(image_size, int) else None
         check_model_for_mixing(model, self.mix_config, self.patch_size, image_size)
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = MixProCollator(
@@ -82,10 +59,8 @@ class MixProTrainer(Trainer):
             )
         super().__init__(model=model, args=args, **kwargs)
         self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean: the Trainer divides by GA
-        self.learnable_alpha: nn.Parameter | None = None
-        if self.mix_config.alpha_strategy == "learnable":
-            self.learnable_alpha = nn.Parameter(torch.zeros((), device=self.args.device))
-        self._mix_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
+        self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
 
     # ------------------------------------------------------------------ mixing
@@ -127,8 +102,7 @@ class MixProTrainer(Trainer):
         result, outputs = forward_mixed(
             model, inputs, labels, mix, self.mix_config, progress=self._progress(), learnable_alpha=self.learnable_alpha
         )
-        for name, value in result.stats.items():
-            self._mix_stats[name].append(value)
+        self._mix_stats.append(result.stats)
         return (result.loss, outputs) if return_outputs else result.loss
 
     # ------------------------------------------------------------------ evaluation never mixes
@@ -153,10 +127,7 @@ class MixProTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean MixPro statistics of the steps since the last training log."""
         if "loss" in logs and self._mix_stats:
-            for name, values in self._mix_stats.items():
-                logs[f"mixpro/{name}"] = round(float(torch.stack(values).float().mean()), 6)
-            if self.learnable_alpha is not None:
-                logs["mixpro/learnable_alpha"] = round(float(torch.sigmoid(self.learnable_alpha.detach())), 6)
+            logs.update(mean_mix_stats(self._mix_stats, self.learnable_alpha))
             self._mix_stats.clear()
         super().log(logs, start_time)
 
@@ -180,7 +151,12 @@ class MixProTrainer(Trainer):
         restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
         target.load_state_dict(restored.state_dict(), strict=True)
 
-    # ------------------------------------------------------------------ learnable alpha (Table 10)
+    # ------------------------------------------------------------------ optimisation
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """DeiT's rule (:func:`mixpro_hf.modeling.decay_parameter_names`): no decay on biases, norms, the
+        class / distillation / register tokens and the position embeddings."""
+        return decay_parameter_names(model)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         fresh = self.optimizer is None
@@ -201,3 +177,75 @@ class MixProTrainer(Trainer):
                 with torch.no_grad():
                     self.learnable_alpha.copy_(torch.load(path, weights_only=True))
         super()._load_optimizer_and_scheduler(checkpoint)
+
+    # ------------------------------------------------------------------ model card and Hub
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,  # noqa: A002 - 🤗 Trainer's signature
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the MixPro card to ``output_dir/README.md`` (main process), from the in-memory log history and
+        arguments; a README.md that mixpro_hf did not write is kept, with a warning."""
+        if not self.is_world_process_zero():
+            return
+        from transformers.utils import logging
+
+        from .model_card import write_model_card
+
+        first = [v if isinstance(v, str) else (v or [None])[0] for v in (dataset_tags, dataset)]
+        try:
+            write_model_card(
+                self.args.output_dir,
+                repo_id=self.args.hub_model_id,
+                license=license or "apache-2.0",
+                dataset_name=first[0] or first[1],
+                log_history=self.state.log_history,
+                training_args=self.args.to_dict(),
+                model_name=model_name,
+                base_model=finetuned_from,
+                tags=[tags] if isinstance(tags, str) else tags or [],
+                language=language,
+            )
+        except (FileExistsError, FileNotFoundError) as err:  # a user's own README.md; or no saved model yet
+            logging.get_logger(__name__).warning(f"model card not written: {err}")
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ) -> str | None:
+        """Save the model, write the MixPro card and upload only what a model repository needs
+        (:func:`mixpro_hf.hub.push_output_dir`: no dotfiles, symlinks or training states); returns the URL.
+
+        ``kwargs`` go to :meth:`create_model_card`; the upload is always blocking."""
+        from .hub import push_output_dir
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        self.save_model(_internal_call=True)
+        if not self.args.should_save or not self.is_world_process_zero():
+            return None
+        output_dir = os.path.abspath(self.args.output_dir)
+        repo_id = self.hub_model_id or self.args.hub_model_id or os.path.basename(output_dir)
+        kwargs.setdefault("model_name", repo_id.split("/")[-1])
+        self.create_model_card(**kwargs)
+        self._finish_current_push()
+        return push_output_dir(
+            output_dir,
+            repo_id,
+            token=token if token is not None else self.args.hub_token,
+            private=private if private is not None else self.args.hub_private_repo,
+            commit_message=commit_message or "End of training",
+            revision=revision or self.args.hub_revision,
+        )

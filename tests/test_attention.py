@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import transformers as tf
+from conftest import TINY_CONFIG
 from torch import nn
 
 from mixpro_hf.attention import (
@@ -23,20 +24,10 @@ from mixpro_hf.attention import (
     find_last_attention,
     remove_persistent_hooks,
     supports_cls_attention,
-    unwrap_model,
 )
+from mixpro_hf.modeling import unwrap_model
 
-COMMON = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    image_size=32,
-    patch_size=8,
-    num_labels=5,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
+COMMON = {**TINY_CONFIG, "image_size": 32, "patch_size": 8, "num_labels": 5}
 
 # name -> (config class, model class, extra config kwargs, expected prefix tokens)
 FAMILIES: dict[str, tuple[type, type, dict, int]] = {
@@ -357,9 +348,7 @@ def test_unwrap_module_and_orig_mod() -> None:
 # --------------------------------------------------------------------------------------------------
 NO_CLS: dict[str, Callable[[], nn.Module]] = {
     "swin": lambda: tf.SwinForImageClassification(
-        tf.SwinConfig(
-            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4
-        )
+        tf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4)
     ),
     "convnext": lambda: tf.ConvNextForImageClassification(
         tf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)

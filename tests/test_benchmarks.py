@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from benchmarks import cifar10, make_tables
 
-from benchmarks import cifar10, make_tables  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "cifar10"
 
@@ -62,8 +60,9 @@ def test_augment_batch_shapes_seed_and_content() -> None:
         assert torch.equal(out, img) or torch.equal(out, img.flip(-1))
     # with padding: each output is a 32x32 window of the zero-padded image
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
-    for out, pad in zip(cifar10.augment_batch(images, torch.Generator().manual_seed(5), flip=False), padded,
-                        strict=True):
+    for out, pad in zip(
+        cifar10.augment_batch(images, torch.Generator().manual_seed(5), flip=False), padded, strict=True
+    ):
         assert any(torch.equal(out, pad[:, i : i + 32, j : j + 32]) for i in range(9) for j in range(9))
 
 
@@ -79,10 +78,13 @@ def test_balanced_subset_of_sorted_labels() -> None:
 def test_parse_method_overrides_and_smoke_flag() -> None:
     settings = cifar10.Settings()
     config = cifar10.parse_method("mixpro:alpha_strategy=linear,maskmix_prob=1.0,alpha_grad=false", settings)
-    assert (config.method, config.alpha_strategy, config.maskmix_prob, config.alpha_grad) == (
-        "mixpro", "linear", 1.0, False
+    assert (config.mix_method, config.alpha_strategy, config.maskmix_prob, config.alpha_grad) == (
+        "mixpro",
+        "linear",
+        1.0,
+        False,
     )
-    assert config.mask_scale == settings.mask_scale and config.label_smoothing == 0.1
+    assert config.mask_scale == settings.mask_scale and config.label_smoothing_factor == 0.1
     with pytest.raises(ValueError, match="key=value"):
         cifar10.parse_method("mixpro:nonsense=1", settings)
     assert not cifar10.is_smoke(cifar10.Settings(epochs=8, batch=512), 50_000, 10_000)
@@ -139,22 +141,35 @@ def test_resolve_data_dir_names_the_missing_path(tmp_path: Path) -> None:
 def _write_results(directory: Path) -> None:
     env = {"device": "cpu", "commit": "abc1234", "torch": "2.x"}
     directory.mkdir()
-    (directory / "train_step_cpu.json").write_text(json.dumps({
-        "environment": env, "benchmark": "train step",
-        "settings": {"model": "vit-s", "batch": 16, "bf16": False, "steps": 5},
-        "median_ms": {"cutmix": 100.0, "mixpro": 102.0},
-        "images_per_s": {"cutmix": 160.0, "mixpro": 156.9},
-        "ratio_to_cutmix": {"cutmix": 1.0, "mixpro": 1.02},
-        "peak_memory_mb": {"cutmix": None, "mixpro": None},
-        "checks": {"mixpro_over_cutmix": {"value": 1.02, "target": "<= 1.05", "pass": True}},
-    }))
-    summary = {"mean": {"accuracy": 0.5, "top5_accuracy": 0.9, "ece": 0.1, "drop_0.5": 0.3},
-               "std": {"accuracy": 0.01, "top5_accuracy": 0.0, "ece": 0.02, "drop_0.5": 0.05}}
-    (directory / "cifar10_accuracy_cpu_smoke.json").write_text(json.dumps({
-        "environment": env, "benchmark": "cifar10 accuracy", "smoke": True,
-        "settings": {"layers": 2, "hidden": 64, "heads": 2, "total_steps": 30, "batch": 64, "seeds": [0, 1]},
-        "results": {"mixpro": {"runs": [], **summary}},
-    }))
+    (directory / "train_step_cpu.json").write_text(
+        json.dumps(
+            {
+                "environment": env,
+                "benchmark": "train step",
+                "settings": {"model": "vit-s", "batch": 16, "bf16": False, "steps": 5},
+                "median_ms": {"cutmix": 100.0, "mixpro": 102.0},
+                "images_per_s": {"cutmix": 160.0, "mixpro": 156.9},
+                "ratio_to_cutmix": {"cutmix": 1.0, "mixpro": 1.02},
+                "peak_memory_mb": {"cutmix": None, "mixpro": None},
+                "checks": {"mixpro_over_cutmix": {"value": 1.02, "target": "<= 1.05", "pass": True}},
+            }
+        )
+    )
+    summary = {
+        "mean": {"accuracy": 0.5, "top5_accuracy": 0.9, "ece": 0.1, "drop_0.5": 0.3},
+        "std": {"accuracy": 0.01, "top5_accuracy": 0.0, "ece": 0.02, "drop_0.5": 0.05},
+    }
+    (directory / "cifar10_accuracy_cpu_smoke.json").write_text(
+        json.dumps(
+            {
+                "environment": env,
+                "benchmark": "cifar10 accuracy",
+                "smoke": True,
+                "settings": {"layers": 2, "hidden": 64, "heads": 2, "total_steps": 30, "batch": 64, "seeds": [0, 1]},
+                "results": {"mixpro": {"runs": [], **summary}},
+            }
+        )
+    )
 
 
 def test_make_tables_rewrites_between_markers_and_check_detects_staleness(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ def examples(n: int, size: int = 16, label_key: str = "labels", num_labels: int 
 
 
 def test_collator_stacks_and_mixes_training_batches():
-    config = MixProConfig(method="mixpro", maskmix_prob=1.0, mask_scale=1)
+    config = MixProConfig(mix_method="mixpro", maskmix_prob=1.0, mask_scale=1)
     collate = MixProCollator(config, patch_size=4, num_labels=5, seed=1)
     feats = examples(6)
     batch = collate(feats)
@@ -35,7 +35,7 @@ def test_collator_stacks_and_mixes_training_batches():
 
 
 def test_evaluation_batches_are_never_mixed():
-    collate = MixProCollator(MixProConfig(method="mixpro"), patch_size=4, seed=0).without_mixing()
+    collate = MixProCollator(MixProConfig(mix_method="mixpro"), patch_size=4, seed=0).without_mixing()
     feats = examples(4, label_key="label")
     batch = collate(feats)
     assert set(batch) == {"pixel_values", "labels"}
@@ -44,7 +44,7 @@ def test_evaluation_batches_are_never_mixed():
 
 
 def test_same_seed_same_batches():
-    config = MixProConfig(method="mixpro", mask_scale=1)
+    config = MixProConfig(mix_method="mixpro", mask_scale=1)
     a = MixProCollator(config, 4, seed=3)
     b = MixProCollator(config, 4, seed=3)
     for _ in range(3):
@@ -67,7 +67,7 @@ def test_collator_refuses_bad_labels_and_shapes():
 
 def test_dataloader_workers_draw_different_masks():
     feats = examples(16)
-    collate = MixProCollator(MixProConfig(method="maskmix", maskmix_prob=1.0, mask_scale=2), patch_size=4, seed=0)
+    collate = MixProCollator(MixProConfig(mix_method="maskmix", maskmix_prob=1.0, mask_scale=2), patch_size=4, seed=0)
     torch.manual_seed(0)
     loader = DataLoader(feats, batch_size=4, num_workers=2, collate_fn=collate)
     masks = [b["mix_patch_mask"] for b in loader]

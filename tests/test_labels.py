@@ -126,7 +126,7 @@ def _maskmix_batch(seed: int = 0) -> tuple[MixOutput, torch.Tensor, torch.Tensor
 def test_mixed_loss_pal_matches_the_equations():
     mix, labels, attention = _maskmix_batch()
     logits = torch.randn(6, 7, requires_grad=True)
-    config = MixProConfig(method="mixpro")
+    config = MixProConfig(mix_method="mixpro")
     out = mixed_loss(logits, labels, mix, config, attention)
     area_target = mixed_target(labels, mix.partner, mix.lam_area, 7, 0.1)
     alpha = progressive_factor(logits, area_target)
@@ -143,13 +143,13 @@ def test_alpha_gradient_flows_by_default_and_can_be_stopped():
     grads = {}
     for alpha_grad in (True, False):
         logits = torch.randn(6, 7, generator=torch.Generator().manual_seed(5)).requires_grad_()
-        config = MixProConfig(method="mixpro", alpha_grad=alpha_grad)
+        config = MixProConfig(mix_method="mixpro", alpha_grad=alpha_grad)
         mixed_loss(logits, labels, mix, config, attention).loss.backward()
         grads[alpha_grad] = logits.grad
     assert not torch.allclose(grads[True], grads[False])
     # with alpha detached the gradient is that of a fixed soft target: softmax - target
     logits = torch.randn(6, 7, generator=torch.Generator().manual_seed(5))
-    out = mixed_loss(logits, labels, mix, MixProConfig(method="mixpro", alpha_grad=False), attention)
+    out = mixed_loss(logits, labels, mix, MixProConfig(mix_method="mixpro", alpha_grad=False), attention)
     target = mixed_target(labels, mix.partner, out.lam, 7, 0.1)
     torch.testing.assert_close(grads[False], (torch.softmax(logits, -1) - target) / 6)
 
@@ -157,7 +157,7 @@ def test_alpha_gradient_flows_by_default_and_can_be_stopped():
 def test_hard_loss_form_is_the_reference_code():
     mix, labels, attention = _maskmix_batch(2)
     logits = torch.randn(6, 7)
-    out = mixed_loss(logits, labels, mix, MixProConfig(method="mixpro", loss_form="hard"), attention)
+    out = mixed_loss(logits, labels, mix, MixProConfig(mix_method="mixpro", loss_form="hard"), attention)
     ce = torch.nn.functional.cross_entropy
     expected = (
         out.lam * ce(logits, labels, reduction="none")
@@ -169,44 +169,61 @@ def test_hard_loss_form_is_the_reference_code():
 def test_area_label_needs_no_attention_and_pal_refuses_without():
     mix, labels, attention = _maskmix_batch(3)
     logits = torch.randn(6, 7)
-    area = mixed_loss(logits, labels, mix, MixProConfig(method="maskmix"))
+    area = mixed_loss(logits, labels, mix, MixProConfig(mix_method="maskmix"))
     target = mixed_target(labels, mix.partner, mix.lam_area, 7, 0.1)
     torch.testing.assert_close(area.loss, -(target * torch.log_softmax(logits, -1)).sum(1).mean())
     assert area.mode == "area" and "alpha" not in area.stats
     with pytest.raises(ValueError, match="need the class-token attention"):
-        mixed_loss(logits, labels, mix, MixProConfig(method="mixpro"))
+        mixed_loss(logits, labels, mix, MixProConfig(mix_method="mixpro"))
 
 
 def test_recipe_switch_frequencies_and_label_modes():
     x = torch.rand(4, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
-    methods = [mix_batch(x, MixProConfig(method="mixpro"), 4, g).method for _ in range(600)]
+    methods = [mix_batch(x, MixProConfig(mix_method="mixpro"), 4, g).method for _ in range(600)]
     share = {m: methods.count(m) / 600 for m in ("maskmix", "mixup", "cutmix")}
     assert share["maskmix"] == pytest.approx(0.5, abs=0.07)
     assert share["mixup"] == pytest.approx(0.25, abs=0.06) and share["cutmix"] == pytest.approx(0.25, abs=0.06)
-    assert {mix_batch(x, MixProConfig(method="mixup_cutmix"), 4, g).method for _ in range(50)} == {"mixup", "cutmix"}
-    assert mix_batch(x, MixProConfig(method="none"), 4, g).method == "none"
-    assert mix_batch(x, MixProConfig(method="maskmix", maskmix_prob=1.0), 4, g).method == "maskmix"
-    assert mix_batch(x, MixProConfig(method="cutmix"), 4, g).method == "cutmix"
-    assert mix_batch(x, MixProConfig(method="mixup_cutmix", mix_prob=0.0), 4, g).method == "none"
-    assert label_mode(MixProConfig(method="mixpro"), "maskmix") == "pal"
-    assert label_mode(MixProConfig(method="mixpro"), "cutmix") == "area"
-    assert label_mode(MixProConfig(method="transmix"), "cutmix") == "transmix"
-    assert label_mode(MixProConfig(method="transmix"), "mixup") == "area"
-    assert label_mode(MixProConfig(method="maskmix"), "maskmix") == "area"
+    assert {mix_batch(x, MixProConfig(mix_method="mixup_cutmix"), 4, g).method for _ in range(50)} == {
+        "mixup",
+        "cutmix",
+    }
+    assert mix_batch(x, MixProConfig(mix_method="none"), 4, g).method == "none"
+    assert mix_batch(x, MixProConfig(mix_method="maskmix", maskmix_prob=1.0), 4, g).method == "maskmix"
+    assert mix_batch(x, MixProConfig(mix_method="cutmix"), 4, g).method == "cutmix"
+    assert mix_batch(x, MixProConfig(mix_method="mixup_cutmix", mix_prob=0.0), 4, g).method == "none"
+    assert label_mode(MixProConfig(mix_method="mixpro"), "maskmix") == "pal"
+    assert label_mode(MixProConfig(mix_method="mixpro"), "cutmix") == "area"
+    assert label_mode(MixProConfig(mix_method="transmix"), "cutmix") == "transmix"
+    assert label_mode(MixProConfig(mix_method="transmix"), "mixup") == "area"
+    assert label_mode(MixProConfig(mix_method="maskmix"), "maskmix") == "area"
 
 
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"method": "fmix"}, "method='fmix' is not one of"),
-        ({"maskmix_prob": 1.5}, "maskmix_prob must be a probability"),
+        ({"mix_method": "fmix"}, "mix_method='fmix' is not one of"),
+        ({"maskmix_prob": 1.5}, r"maskmix_prob must be a finite number in \[0, 1\], got 1.5"),
         ({"mask_scale": 0}, "mask_scale must be an integer >= 1"),
+        ({"mask_scale": True}, "mask_scale must be an integer >= 1"),
         ({"alpha_strategy": "cubic"}, "alpha_strategy='cubic'"),
-        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"label_smoothing_factor": 1.0}, "label_smoothing_factor"),
         ({"cutmix_minmax": (0.1,)}, "two ratios"),
+        ({"cutmix_minmax": (0.5, 0.2)}, "0 <= min < max <= 1"),
+        ({"beta": float("inf")}, "beta must be a finite number"),
+        ({"beta": float("nan")}, "beta must be a finite number"),
+        ({"mixup_alpha": float("nan")}, "mixup_alpha must be a finite number"),
+        ({"cutmix_alpha": float("inf")}, "cutmix_alpha must be a finite number"),
+        ({"maskmix_pairing": "roll"}, "maskmix_pairing='roll'"),
     ],
 )
 def test_config_refuses_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MixProConfig(**kwargs)
+
+
+def test_old_setting_names_are_deprecated_aliases():
+    with pytest.warns(FutureWarning) as record:
+        config = MixProConfig(method="cutmix", label_smoothing=0.2, maskmix_partner="flip")
+    assert [str(w.message).split("=")[0] for w in record] == ["method", "label_smoothing", "maskmix_partner"]
+    assert (config.mix_method, config.label_smoothing_factor, config.maskmix_pairing) == ("cutmix", 0.2, "flip")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mixpro_hf import cutmix, maskmix, mixup
-from mixpro_hf.mixing import box_patch_fraction, cutmix_box, mask_scale_from_pixels, maskmix_patch_mask
+from mixpro_hf.mixing import box_patch_fraction, cutmix_box, maskmix_mask, sample_beta
 
 
 def distinct_images(batch: int, height: int, width: int, channels: int = 3) -> torch.Tensor:
@@ -51,22 +51,27 @@ def test_lam_area_is_exact_on_cropped_grids():
 
 
 def test_mask_cells_are_whole_blocks_of_mask_scale_patches():
-    mask = maskmix_patch_mask(32, (12, 12), 4, torch.tensor([0.4]), torch.Generator().manual_seed(0))
+    mask = maskmix_mask(32, (12, 12), 4, generator=torch.Generator().manual_seed(0))
+    tau = float(sample_beta(1.0, 1, torch.Generator().manual_seed(0)))  # the same first draw (eq. 6)
     blocks = mask.view(32, 3, 4, 3, 4)
     first = blocks[:, :, :1, :, :1]
     assert torch.equal(blocks, first.expand_as(blocks)), "a mask cell is not uniform"
-    # ceil(9 * 0.4) = 4 cells kept per sample, positions differ between samples
-    assert torch.equal(mask.view(32, -1).sum(1), torch.full((32,), 4 * 16))
+    # ceil(9 * tau) cells kept per sample (one tau per batch), positions differ between samples
+    assert torch.equal(mask.view(32, -1).sum(1), torch.full((32,), math.ceil(9 * tau) * 16))
     assert len({tuple(m.flatten().tolist()) for m in mask}) > 1
 
 
 def test_cell_count_ceil_and_floor():
-    g = torch.Generator().manual_seed(0)
-    tau = torch.tensor([0.3])
-    ceil = maskmix_patch_mask(4, (4, 4), 1, tau, g, "ceil").view(4, -1).sum(1)
-    floor = maskmix_patch_mask(4, (4, 4), 1, tau, g, "floor").view(4, -1).sum(1)
-    assert ceil.tolist() == [math.ceil(16 * 0.3)] * 4
-    assert floor.tolist() == [math.floor(16 * 0.3)] * 4
+    tau = float(sample_beta(1.0, 1, torch.Generator().manual_seed(3)))
+    ceil = maskmix_mask(4, (4, 4), 1, generator=torch.Generator().manual_seed(3)).view(4, -1).sum(1)
+    floor = maskmix_mask(4, (4, 4), 1, generator=torch.Generator().manual_seed(3), cell_count="floor")
+    assert ceil.tolist() == [math.ceil(16 * tau)] * 4
+    assert floor.view(4, -1).sum(1).tolist() == [math.floor(16 * tau)] * 4
+
+
+def test_tau_per_sample_draws_one_ratio_per_sample():
+    mask = maskmix_mask(64, (8, 8), 1, generator=torch.Generator().manual_seed(0), tau_per_sample=True)
+    assert len(set(mask.view(64, -1).sum(1).tolist())) > 5
 
 
 def test_lam_area_statistics_for_beta_one():
@@ -100,7 +105,7 @@ def test_same_seed_same_result_and_flip_partner():
     assert torch.equal(a.pixel_values, b.pixel_values) and torch.equal(a.patch_mask, b.patch_mask)
     assert torch.equal(a.partner, b.partner)
     assert not torch.equal(a.patch_mask, c.patch_mask)
-    flipped = maskmix(x, 8, 2, generator=torch.Generator().manual_seed(7), partner="flip")
+    flipped = maskmix(x, 8, 2, generator=torch.Generator().manual_seed(7), pairing="flip")
     assert flipped.partner.tolist() == list(range(7, -1, -1))
 
 
@@ -121,7 +126,7 @@ def test_input_is_not_modified():
         ({"pixel_values": torch.rand(2, 3, 32, 32), "mask_scale": 0}, "mask_scale must be an integer >= 1"),
         ({"pixel_values": torch.rand(2, 3, 32, 32), "mask_scale": 1.5}, "mask_scale"),
         ({"pixel_values": torch.rand(2, 3, 32, 32), "beta": 0.0}, "Beta concentration must be > 0"),
-        ({"pixel_values": torch.rand(2, 3, 32, 32), "partner": "roll"}, "partner must be"),
+        ({"pixel_values": torch.rand(2, 3, 32, 32), "pairing": "roll"}, "pairing must be"),
         ({"pixel_values": torch.rand(0, 3, 32, 32)}, "empty batch"),
         ({"pixel_values": torch.rand(2, 3, 32, 32), "mask_scale": 4}, "leaves a single mask cell"),
     ],
@@ -130,12 +135,6 @@ def test_bad_input_is_refused(kwargs, message):
     kwargs = {"patch_size": 8, "mask_scale": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         maskmix(**kwargs)
-
-
-def test_mask_size_in_pixels_must_be_a_multiple_of_the_patch():
-    assert mask_scale_from_pixels(64, 16) == 4
-    with pytest.raises(ValueError, match="mask size 40 px is not a whole multiple of the patch size 16 px"):
-        mask_scale_from_pixels(40, 16)
 
 
 @pytest.mark.parametrize("fn", [maskmix, mixup, cutmix])
@@ -187,3 +186,32 @@ def test_cutmix_box_matches_timm_geometry():
     assert (y0, y1, x0, x1) == (max(cy - half, 0), min(cy + half, 224), max(cx - half, 0), min(cx + half, 224))
     frac = box_patch_fraction((0, 4, 0, 8), (16, 16), 8)
     torch.testing.assert_close(frac, torch.tensor([[0.5, 0.0], [0.0, 0.0]]))
+
+
+def test_old_partner_keyword_still_works_with_a_warning():
+    x = torch.randn(4, 3, 16, 16)
+    with pytest.warns(FutureWarning, match="pairing="):
+        old = maskmix(x, 8, 1, generator=torch.Generator().manual_seed(1), partner="flip")
+    new = maskmix(x, 8, 1, generator=torch.Generator().manual_seed(1), pairing="flip")
+    assert torch.equal(old.pixel_values, new.pixel_values) and old.partner.tolist() == [3, 2, 1, 0]
+
+
+def test_mixup_accepts_uint8_images_like_maskmix_and_cutmix():
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    for out in (
+        mixup(x, generator=torch.Generator().manual_seed(0), patch_size=8),
+        cutmix(x, generator=torch.Generator().manual_seed(0), patch_size=8),
+        maskmix(x, patch_size=8, mask_scale=1, generator=torch.Generator().manual_seed(0)),
+    ):
+        assert out.pixel_values.dtype == torch.uint8
+    lam = float(mixup(x, generator=torch.Generator().manual_seed(0)).lam_area[0])
+    expected = (lam * x.float() + (1 - lam) * x.flip(0).float()).round().to(torch.uint8)
+    assert torch.equal(mixup(x, generator=torch.Generator().manual_seed(0)).pixel_values, expected)
+
+
+def test_bool_patch_size_and_meta_tensors_are_refused():
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="patch_size must be a positive integer, got True"):
+        maskmix(x, patch_size=True, mask_scale=1)
+    with pytest.raises(ValueError, match="'meta' device"):
+        maskmix(x.to("meta"), patch_size=4, mask_scale=1)

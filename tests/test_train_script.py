@@ -14,23 +14,44 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import TINY_OVERRIDES as TINY
 from huggingface_hub import ModelCard
 from PIL import Image
 
 from mixpro_hf import train
+from mixpro_hf.arguments import parse_args
 from mixpro_hf.trainer import MixProTrainer
 
-TINY = "image_size=16,patch_size=4,hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64"
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
 
 def fast(tmp_path: Path, *extra: str) -> list[str]:
     """Flags of a seconds-long run on the embedded digits."""
     return [
-        "--output_dir", str(tmp_path / "out"), "--config_overrides", TINY, "--max_train_samples", "96",
-        "--max_eval_samples", "48", "--num_train_epochs", "1", "--mask_scale", "2",
-        "--per_device_train_batch_size", "16", "--disable_tqdm", "True", "--logging_steps", "2",
-        "--report_to", "none", "--use_cpu", "True", "--dataloader_num_workers", "0",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--config_overrides",
+        TINY,
+        "--max_train_samples",
+        "96",
+        "--max_eval_samples",
+        "48",
+        "--num_train_epochs",
+        "1",
+        "--mask_scale",
+        "2",
+        "--per_device_train_batch_size",
+        "16",
+        "--disable_tqdm",
+        "True",
+        "--logging_steps",
+        "2",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "True",
+        "--dataloader_num_workers",
+        "0",
         *extra,
     ]
 
@@ -38,8 +59,17 @@ def fast(tmp_path: Path, *extra: str) -> list[str]:
 def test_embedded_default_writes_a_complete_output_dir(tmp_path):
     results = train.run(fast(tmp_path))
     out = tmp_path / "out"
-    for name in ("all_results.json", "trainer_state.json", "config.json", "model.safetensors", "README.md",
-                 "preprocessor_config.json", "mixpro_run.json", "alpha_curve.png", "maskmix_samples.png"):
+    for name in (
+        "all_results.json",
+        "trainer_state.json",
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "preprocessor_config.json",
+        "mixpro_run.json",
+        "alpha_curve.png",
+        "maskmix_samples.png",
+    ):
         assert (out / name).is_file(), name
     assert {"eval_accuracy", "eval_top5_accuracy", "eval_ece", "test_accuracy"} <= set(results)
     state = json.loads((out / "trainer_state.json").read_text())
@@ -55,13 +85,24 @@ def test_embedded_default_writes_a_complete_output_dir(tmp_path):
 
 
 def test_recipe_learning_rate_scales_with_the_batch():
-    _, _, args = train.parse_args(["--train_file", "x.parquet", "--per_device_train_batch_size", "128",
-                                   "--gradient_accumulation_steps", "2", "--use_cpu", "True"])
+    _, _, args = parse_args(
+        [
+            "--train_file",
+            "x.parquet",
+            "--per_device_train_batch_size",
+            "128",
+            "--gradient_accumulation_steps",
+            "2",
+            "--use_cpu",
+            "True",
+        ]
+    )
     assert args.learning_rate == pytest.approx(1e-3 * 256 / 1024)
     assert args.label_smoothing_factor == 0.1 and args.weight_decay == 0.05
-    _, _, args = train.parse_args(["--model_name_or_path", "some/model", "--train_file", "x.parquet"])
-    assert args.weight_decay == 0.0 and args.label_smoothing_factor == 0.0, "fine-tuning keeps 🤗 defaults"
-    _, _, args = train.parse_args(["--train_file", "x.parquet", "--learning_rate", "0.01", "--weight_decay", "0.1"])
+    _, _, args = parse_args(["--model_name_or_path", "some/model", "--train_file", "x.parquet"])
+    assert (args.weight_decay, args.learning_rate, args.lr_scheduler_type) == (0.0, 5e-5, "linear"), "🤗 defaults"
+    assert args.label_smoothing_factor == 0.1, "the MixPro setting (mixed targets are smoothed, paper Table 11)"
+    _, _, args = parse_args(["--train_file", "x.parquet", "--learning_rate", "0.01", "--weight_decay", "0.1"])
     assert args.learning_rate == 0.01 and args.weight_decay == 0.1, "explicit flags win"
 
 
@@ -112,10 +153,19 @@ def test_image_folders(tmp_path):
 
 @pytest.mark.skipif(not CIFAR.is_dir(), reason=f"CIFAR-10 Parquet files not found at {CIFAR}")
 def test_cifar10_from_local_parquet(tmp_path):
-    results = train.run(fast(
-        tmp_path, "--train_file", str(CIFAR / "train.parquet"), "--test_file", str(CIFAR / "test.parquet"),
-        "--max_train_samples", "64", "--max_eval_samples", "32",
-    ))
+    results = train.run(
+        fast(
+            tmp_path,
+            "--train_file",
+            str(CIFAR / "train.parquet"),
+            "--test_file",
+            str(CIFAR / "test.parquet"),
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "32",
+        )
+    )
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["id2label"]["0"] == "airplane" and len(config["id2label"]) == 10
     assert results["test_samples"] == 32
@@ -155,8 +205,11 @@ def test_pal_with_a_model_without_class_token_is_refused(tmp_path, capsys):
     from transformers import SwinConfig, SwinForImageClassification
 
     swin_dir = tmp_path / "swin"
-    SwinForImageClassification(SwinConfig(image_size=16, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2],
-                                          window_size=2, num_labels=10)).save_pretrained(swin_dir)
+    SwinForImageClassification(
+        SwinConfig(
+            image_size=16, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=2, num_labels=10
+        )
+    ).save_pretrained(swin_dir)
     from transformers import ViTImageProcessor
 
     ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(swin_dir)
@@ -170,8 +223,18 @@ def test_pal_with_a_model_without_class_token_is_refused(tmp_path, capsys):
 def test_resume_reaches_the_same_final_metrics(tmp_path):
     # Random augmentations off: the data loader prefetches the next batch before the checkpoint stores the
     # RNG, so a resumed run's random crops can differ (README). Everything MixPro draws is exact.
-    common = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no",
-              "--train_augment", "False"]
+    common = [
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+        "--eval_strategy",
+        "no",
+        "--train_augment",
+        "False",
+    ]
     full = train.run(fast(tmp_path / "full", *common))
     resumed_dir = tmp_path / "resumed" / "out"
     resumed_dir.mkdir(parents=True)
@@ -209,8 +272,17 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--main_process_port", port, script,
-           *fast(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no")]
+    cmd = [
+        accelerate,
+        "launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--main_process_port",
+        port,
+        script,
+        *fast(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -242,15 +314,34 @@ def test_push_to_hub_publishes_checkpoint_card_and_figures(tmp_path, monkeypatch
     hub = FakeHub(valid_tokens={"hf_test"}).start()
     try:
         hub.patch_huggingface_hub(monkeypatch, hf_home=tmp_path / "hf_home")
-        flags = fast(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--push_to_hub", "True",
-                     "--hub_model_id", "someone/mixpro-digits", "--hub_token", "hf_test")
+        flags = fast(
+            tmp_path,
+            "--max_steps",
+            "2",
+            "--eval_strategy",
+            "no",
+            "--push_to_hub",
+            "True",
+            "--hub_model_id",
+            "someone/mixpro-digits",
+            "--hub_token",
+            "hf_test",
+        )
         assert train.main(flags) == 0
-        local = Path(snapshot_download("someone/mixpro-digits", endpoint=hub.endpoint, local_dir=tmp_path / "dl",
-                                       cache_dir=tmp_path / "cache"))
+        local = Path(
+            snapshot_download(
+                "someone/mixpro-digits", endpoint=hub.endpoint, local_dir=tmp_path / "dl", cache_dir=tmp_path / "cache"
+            )
+        )
     finally:
         hub.stop()
-    for name in ("README.md", "model.safetensors", "preprocessor_config.json", "alpha_curve.png",
-                 "maskmix_samples.png"):
+    for name in (
+        "README.md",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "alpha_curve.png",
+        "maskmix_samples.png",
+    ):
         assert (local / name).is_file(), name
     assert not list(local.glob("checkpoint-*")), "training states are not published"
     model = AutoModelForImageClassification.from_pretrained(local)

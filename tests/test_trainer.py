@@ -13,21 +13,30 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import NUM_LABELS
 from transformers import SwinConfig, SwinForImageClassification
 
 from mixpro_hf import MIX_METHODS
 from mixpro_hf.trainer import MixProTrainer
 from mixpro_hf.training_args import MixProTrainingArguments
 
-sys.path.insert(0, str(Path(__file__).parent))
-from toy import NUM_LABELS, tiny_vit, toy_dataset  # noqa: E402
-
 
 def make_args(tmp_path: Path, **kw) -> MixProTrainingArguments:
     defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=16,
-        max_steps=3, learning_rate=3e-3, logging_steps=1, report_to=[], save_strategy="no", mask_scale=1,
-        label_smoothing_factor=0.1, use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        max_steps=3,
+        learning_rate=3e-3,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        mask_scale=1,
+        label_smoothing_factor=0.1,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_num_workers=0,
     )
     defaults.update(kw)
     return MixProTrainingArguments(**defaults)
@@ -38,7 +47,7 @@ def params(model: torch.nn.Module) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("method", MIX_METHODS)
-def test_every_method_trains(tmp_path, method):
+def test_every_method_trains(tmp_path, method, tiny_vit, toy_dataset):
     extra = {"maskmix_prob": 1.0} if method == "mixpro" else {"switch_prob": 1.0} if method == "transmix" else {}
     trainer = MixProTrainer(
         model=tiny_vit(), args=make_args(tmp_path, mix_method=method, **extra), train_dataset=toy_dataset(32)
@@ -57,7 +66,7 @@ def test_every_method_trains(tmp_path, method):
         assert all(entry["mixpro/lam_area"] == 1.0 for entry in logs)
 
 
-def test_mixpro_learns_the_toy_set_and_logs_alpha(tmp_path):
+def test_mixpro_learns_the_toy_set_and_logs_alpha(tmp_path, tiny_vit, toy_dataset):
     args = make_args(tmp_path, max_steps=40, mix_method="mixpro", save_strategy="steps", save_steps=40)
     trainer = MixProTrainer(model=tiny_vit(), args=args, train_dataset=toy_dataset(64), eval_dataset=toy_dataset(32, 1))
     first = trainer.evaluate()["eval_loss"]
@@ -72,11 +81,13 @@ def test_mixpro_learns_the_toy_set_and_logs_alpha(tmp_path):
     assert len(alphas) >= 10 and all(0 <= a <= 1 for a in alphas)
 
 
-def test_evaluation_is_never_mixed(tmp_path):
+def test_evaluation_is_never_mixed(tmp_path, tiny_vit, toy_dataset):
     eval_set = toy_dataset(16, 2)
     trainer = MixProTrainer(
-        model=tiny_vit(), args=make_args(tmp_path, mix_on="collator", mix_method="mixpro"),
-        train_dataset=toy_dataset(16), eval_dataset=eval_set,
+        model=tiny_vit(),
+        args=make_args(tmp_path, mix_on="collator", mix_method="mixpro"),
+        train_dataset=toy_dataset(16),
+        eval_dataset=eval_set,
     )
     batch = next(iter(trainer.get_eval_dataloader()))
     assert set(batch) == {"pixel_values", "labels"}
@@ -90,7 +101,7 @@ def test_evaluation_is_never_mixed(tmp_path):
     assert trainer.evaluate()["eval_loss"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_unmixed_training_loss_is_label_smoothed_cross_entropy(tmp_path):
+def test_unmixed_training_loss_is_label_smoothed_cross_entropy(tmp_path, tiny_vit, toy_dataset):
     trainer = MixProTrainer(model=tiny_vit(), args=make_args(tmp_path, mix_method="none"), train_dataset=toy_dataset(8))
     data = toy_dataset(8)
     inputs = {"pixel_values": data[:]["pixel_values"], "labels": data[:]["labels"]}
@@ -100,7 +111,7 @@ def test_unmixed_training_loss_is_label_smoothed_cross_entropy(tmp_path):
     torch.testing.assert_close(loss, F.cross_entropy(logits, inputs["labels"], label_smoothing=0.1))
 
 
-def test_collator_and_device_mixing_give_the_same_training(tmp_path):
+def test_collator_and_device_mixing_give_the_same_training(tmp_path, tiny_vit, toy_dataset):
     finals = {}
     for mix_on in ("device", "collator"):
         args = make_args(tmp_path / mix_on, mix_on=mix_on, mix_method="mixpro", max_steps=4)
@@ -110,7 +121,7 @@ def test_collator_and_device_mixing_give_the_same_training(tmp_path):
     torch.testing.assert_close(finals["device"], finals["collator"])
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_vit, toy_dataset):
     common = dict(mix_method="mixpro", max_steps=6, save_strategy="steps", save_steps=3)
     full = MixProTrainer(model=tiny_vit(), args=make_args(tmp_path / "full", **common), train_dataset=toy_dataset(32))
     full.train()
@@ -122,22 +133,25 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert alpha == alpha_resumed
 
 
-def test_gradient_accumulation_matches_the_large_batch(tmp_path):
+def test_gradient_accumulation_matches_the_large_batch(tmp_path, tiny_vit, toy_dataset):
     small = MixProTrainer(
-        model=tiny_vit(), train_dataset=toy_dataset(16),
-        args=make_args(tmp_path / "a", mix_method="none", per_device_train_batch_size=8, gradient_accumulation_steps=2,
-                       max_steps=2),
+        model=tiny_vit(),
+        train_dataset=toy_dataset(16),
+        args=make_args(
+            tmp_path / "a", mix_method="none", per_device_train_batch_size=8, gradient_accumulation_steps=2, max_steps=2
+        ),
     )
     small.train()
     large = MixProTrainer(
-        model=tiny_vit(), train_dataset=toy_dataset(16),
+        model=tiny_vit(),
+        train_dataset=toy_dataset(16),
         args=make_args(tmp_path / "b", mix_method="none", per_device_train_batch_size=16, max_steps=2),
     )
     large.train()
     torch.testing.assert_close(params(small.model), params(large.model), atol=1e-5, rtol=1e-4)
 
 
-def test_learnable_alpha_is_trained_and_logged(tmp_path):
+def test_learnable_alpha_is_trained_and_logged(tmp_path, tiny_vit, toy_dataset):
     args = make_args(tmp_path, mix_method="mixpro", maskmix_prob=1.0, alpha_strategy="learnable", max_steps=3)
     trainer = MixProTrainer(model=tiny_vit(), args=args, train_dataset=toy_dataset(32))
     trainer.train()
@@ -152,7 +166,7 @@ def tiny_swin() -> SwinForImageClassification:
     return SwinForImageClassification(config)
 
 
-def test_model_without_class_token(tmp_path):
+def test_model_without_class_token(tmp_path, toy_dataset):
     with pytest.raises(ValueError, match="swin"):
         MixProTrainer(model=tiny_swin(), args=make_args(tmp_path, mix_method="mixpro"), train_dataset=toy_dataset(16))
     trainer = MixProTrainer(
@@ -170,9 +184,8 @@ def test_bad_arguments_fail_early(tmp_path):
 
 DDP_SCRIPT = textwrap.dedent(
     """
-    import sys, torch, torch.distributed as dist
-    sys.path.insert(0, {tests!r})
-    from toy import tiny_vit, toy_dataset
+    import torch, torch.distributed as dist
+    from conftest import make_tiny_vit as tiny_vit, make_toy_dataset as toy_dataset
     from mixpro_hf.trainer import MixProTrainer
     from mixpro_hf.training_args import MixProTrainingArguments
     args = MixProTrainingArguments(output_dir={out!r}, per_device_train_batch_size=4, max_steps=3, report_to=[],
@@ -193,8 +206,8 @@ DDP_SCRIPT = textwrap.dedent(
 
 def test_two_processes_with_gloo(tmp_path):
     script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "out")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script.write_text(DDP_SCRIPT.format(out=str(tmp_path / "out")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])

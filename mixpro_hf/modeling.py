@@ -1,0 +1,206 @@
+"""The model side of a MixPro run: building a ViT-family classifier, reading its geometry, unwrapping it,
+and the weight-decay rule every training loop shares.
+
+Papers:
+    - ViT: Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021. https://arxiv.org/abs/2010.11929
+    - DeiT: Touvron et al., "Training data-efficient image transformers & distillation through attention",
+      ICML 2021 (model sizes, no weight decay on tokens and position embeddings). https://arxiv.org/abs/2012.12877
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+from transformers import (
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PreTrainedModel,
+    ViTImageProcessor,
+)
+
+from .drop_path import apply_drop_path
+
+logger = logging.getLogger(__name__)
+
+ModelType = Literal["vit", "deit", "beit", "dinov2"]
+# DeiT sizes of the paper (hidden, layers, heads); MLP ratio 4.
+MODEL_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+RECIPE_DROP_PATH_RATE = 0.1
+# Parameters DeiT/timm never decay (``no_weight_decay``), besides every bias and norm (ndim <= 1).
+NO_DECAY_NAMES = (
+    "cls_token",
+    "distillation_token",
+    "register_tokens",
+    "mask_token",
+    "position_embeddings",
+    "relative_position_bias_table",
+)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a pretrained checkpoint (fine-tuning) or a fresh one (from scratch)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local checkpoint to fine-tune. Unset: train from scratch."}
+    )
+    model_type: ModelType = field(default="vit", metadata={"help": "Family when training from scratch."})
+    model_size: Literal["tiny", "small", "base"] | None = field(
+        default=None, metadata={"help": "Paper preset (DeiT-Ti/S/B widths) when training from scratch."}
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'From scratch: config overrides, e.g. "image_size=32,patch_size=4".'}
+    )
+    drop_path_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stochastic depth rate of the last block, rising linearly from 0 over the blocks (DeiT). Default: "
+            f"{RECIPE_DROP_PATH_RATE} from scratch (paper Table 11; ViT/DeiT get it through hooks, no new weights), "
+            "the checkpoint's own when fine-tuning."
+        },
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "Attention kernel: sdpa, eager, flash_attention_2."}
+    )
+    image_processor_name: str | None = field(default=None, metadata={"help": "Image processor to load."})
+    ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "Allow a new classifier head size."})
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DDP / DataParallel / accelerate (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    seen: set[int] = set()
+    while id(model) not in seen:
+        seen.add(id(model))
+        orig = getattr(model, "_orig_mod", None)
+        if isinstance(orig, nn.Module):
+            model = orig
+            continue
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module) and not hasattr(model, "config"):
+            model = inner
+            continue
+        break
+    return model
+
+
+def model_geometry(model: nn.Module, mix_patch_size: int | None = None) -> tuple[int, int | None]:
+    """``(patch_size, image_size)`` in pixels: the mixing grid cell (``mix_patch_size``, else the model
+    config's square ``patch_size``) and the config's square ``image_size`` (``None`` when it has none)."""
+    config = getattr(unwrap_model(model), "config", None)
+    model_type = getattr(config, "model_type", type(model).__name__)
+    if mix_patch_size is not None:
+        if isinstance(mix_patch_size, bool) or not isinstance(mix_patch_size, int) or mix_patch_size < 1:
+            raise ValueError(f"mix_patch_size must be a positive integer, got {mix_patch_size!r}")
+        patch = mix_patch_size
+    else:
+        patch = _square(getattr(config, "patch_size", None), "patch size", model_type)
+        if patch is None:
+            raise ValueError(
+                f"model type {model_type!r} has no integer config.patch_size: set mix_patch_size (--mix_patch_size) "
+                "to the grid cell, in pixels, on which images are mixed"
+            )
+    return patch, _square(getattr(config, "image_size", None), "image size", model_type)
+
+
+def _square(value: Any, what: str, model_type: str) -> int | None:
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"model type {model_type!r}: non-square {what} {tuple(value)} is not supported")
+        value = value[0]
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def decay_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that get weight decay: every weight except biases and norms (ndim <= 1),
+    the class / distillation / register / mask tokens and the position embeddings (DeiT's rule)."""
+    return [
+        name
+        for name, param in unwrap_model(model).named_parameters()
+        if param.ndim > 1 and not any(part in name for part in NO_DECAY_NAMES)
+    ]
+
+
+def optimizer_param_groups(
+    model: nn.Module, weight_decay: float, extra_no_decay: list[nn.Parameter] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups under :func:`decay_parameter_names`; ``extra_no_decay`` (e.g. the learnable α)
+    joins the group without decay."""
+    decay = set(decay_parameter_names(model))
+    named = [(n, p) for n, p in unwrap_model(model).named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n not in decay] + list(extra_no_decay or []), "weight_decay": 0.0},
+    ]
+
+
+def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTrainedModel, Any]:
+    """The model and its image processor: loaded for fine-tuning, or configured fresh from scratch.
+
+    From scratch, BEiT classifies from the class token (``use_mean_pooling=False``), so that the attention PAL
+    reads is the one the classifier uses.
+    """
+    id2label = dict(enumerate(names))
+    label2id = {name: i for i, name in id2label.items()}
+    labels = dict(num_labels=len(names), id2label=id2label, label2id=label2id)
+    source = model_args.model_name_or_path
+    rate = model_args.drop_path_rate
+    if source:
+        try:
+            config = AutoConfig.from_pretrained(source, **labels)
+            if rate is not None:
+                apply_drop_path(config, rate)
+            model = AutoModelForImageClassification.from_pretrained(
+                source,
+                config=config,
+                ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+                attn_implementation=model_args.attn_implementation,
+            )
+            processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or source)
+        except OSError as err:
+            raise ValueError(f"could not load model {source!r}: {err}") from err
+        except RuntimeError as err:
+            if "size mismatch" not in str(err):
+                raise
+            raise ValueError(
+                f"the classifier of {source!r} does not fit the {len(names)} classes of the data: pass "
+                "--ignore_mismatched_sizes True to train a new head"
+            ) from err
+    else:
+        rate = RECIPE_DROP_PATH_RATE if rate is None else rate
+        config = AutoConfig.for_model(model_args.model_type)
+        if model_args.model_size:
+            hidden, layers, heads = MODEL_SIZES[model_args.model_size]
+            config.update(
+                dict(
+                    hidden_size=hidden,
+                    num_hidden_layers=layers,
+                    num_attention_heads=heads,
+                    intermediate_size=4 * hidden,
+                )
+            )
+        if hasattr(config, "use_mean_pooling"):
+            config.use_mean_pooling = False
+        if model_args.config_overrides:
+            config.update_from_string(model_args.config_overrides)
+        config.update(labels)
+        classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+        if isinstance(classes, (list, tuple)):  # e.g. DeiT: train the plain classifier, not the one with a teacher
+            config.architectures = [classes[0].__name__]
+        apply_drop_path(config, rate)
+        model = AutoModelForImageClassification.from_config(config, attn_implementation=model_args.attn_implementation)
+        processor = ViTImageProcessor(
+            size={"height": config.image_size, "width": config.image_size},
+            image_mean=list(IMAGENET_MEAN),
+            image_std=list(IMAGENET_STD),
+        )
+    if rate is not None and apply_drop_path(model, rate) == "unsupported" and rate > 0:
+        logger.warning(
+            "model type %r has no stochastic depth: --drop_path_rate %s is not applied", model.config.model_type, rate
+        )
+    return model, processor
