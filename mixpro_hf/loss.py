@@ -73,9 +73,9 @@ def mixed_loss(
     * PAL (MaskMix batch of ``mix_method="mixpro"``): ``λ_attn`` (eq. 5) from ``cls_attention``,
       ``α`` (eq. 8) against the smoothed area-mixed target, ``λ = α·λ_attn + (1 − α)·λ_area`` (eq. 9).
 
-    The loss is the soft-target cross-entropy on ``mixed_target(λ)`` (``config.loss_form="soft"``),
-    or, for attention-labelled batches with ``loss_form="hard"``, the reference code's
-    ``λ·CE(y_i) + (1 − λ)·CE(y_j)``.
+    PAL batches use the reference code's ``λ·CE(y_i) + (1 − λ)·CE(y_j)`` on unsmoothed labels
+    (``config.loss_form="hard"``, the default) or the soft form; every other batch (area labels, TransMix)
+    uses the soft-target cross-entropy on the smoothed ``mixed_target(λ)``, as timm and TransMix's code do.
     """
     num_labels = logits.shape[-1]
     if labels.device.type == "cpu":  # on accelerators the collator has checked them (no per-step host sync)
@@ -102,7 +102,7 @@ def mixed_loss(
         else:
             lam = transmix_lambda(lam_area, lam_attn, config.transmix_label)
     stats["lam"] = lam.detach().mean()
-    if mode != "area" and config.loss_form == "hard":
+    if mode == "pal" and config.loss_form == "hard":
         loss = hard_mixed_cross_entropy(logits, labels, partner, lam)
     else:
         target = mixed_target(labels, partner, lam, num_labels, config.label_smoothing_factor)

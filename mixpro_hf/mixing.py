@@ -41,6 +41,8 @@ import torch
 
 Pairing = Literal["randperm", "flip"]
 CellCount = Literal["ceil", "floor"]
+BoxEdge = Literal["reference", "timm-1.0.31"]
+PatchMaskMode = Literal["nearest", "fraction"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -320,19 +322,28 @@ def mixup(
     )
 
 
-def cutmix_box(
+def cutmix_boxes(
     image_size: tuple[int, int],
-    lam: float,
+    lam: torch.Tensor,
     generator: torch.Generator | None = None,
     minmax: tuple[float, float] | None = None,
-) -> tuple[int, int, int, int]:
-    """timm's CutMix box ``(y0, y1, x0, x1)``: area ``1 - lam`` centred at a random point, clipped;
-    or, with ``minmax``, side ratios drawn uniformly in ``[min, max)`` and the box kept inside."""
+    box_edge: BoxEdge = "reference",
+) -> torch.Tensor:
+    """timm's CutMix boxes, one per entry of ``lam``: ``(n, 4)`` long ``(y0, y1, x0, x1)``.
+
+    A box of area ``1 - lam`` (sides ``int(H * sqrt(1 - lam))``) centred at a uniform random pixel and clipped
+    to the image; or, with ``minmax``, sides drawn uniformly in ``[int(H * min), int(H * max))`` and the box
+    kept inside. ``box_edge``: the lower edge is ``centre - cut // 2``; the upper edge is ``centre + cut // 2``
+    in the timm releases the MixPro and TransMix code used (``"reference"``, timm <= 1.0.29) and
+    ``centre + (cut + 1) // 2`` since timm 1.0.31 (``"timm-1.0.31"``); they differ for odd box sides only.
+    """
     height, width = image_size
+    count = lam.shape[0]
     device = _rng_device(generator)
 
-    def randint(low: int, high: int) -> int:
-        return int(torch.randint(low, high, (1,), generator=generator, device=device).item())
+    def randint(low: int | torch.Tensor, high: int | torch.Tensor) -> torch.Tensor:
+        draw = torch.rand(count, generator=generator, device=device).cpu().double()
+        return (low + (draw * (torch.as_tensor(high) - low)).floor()).long()
 
     if minmax is not None:
         low, high = minmax
@@ -341,26 +352,50 @@ def cutmix_box(
         cut_h = randint(int(height * low), max(int(height * high), int(height * low) + 1))
         cut_w = randint(int(width * low), max(int(width * high), int(width * low) + 1))
         y0, x0 = randint(0, height - cut_h + 1), randint(0, width - cut_w + 1)
-        return y0, y0 + cut_h, x0, x0 + cut_w
-    ratio = math.sqrt(1.0 - lam)
-    cut_h, cut_w = int(height * ratio), int(width * ratio)
+        return torch.stack([y0, y0 + cut_h, x0, x0 + cut_w], dim=1)
+    if box_edge not in ("reference", "timm-1.0.31"):
+        raise ValueError(f"box_edge must be 'reference' or 'timm-1.0.31', got {box_edge!r}")
+    ratio = torch.sqrt(1.0 - lam.double().cpu())
+    cut_h, cut_w = (height * ratio).long(), (width * ratio).long()
     cy, cx = randint(0, height), randint(0, width)
-    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    return y0, y1, x0, x1
+    upper_h, upper_w = (cut_h // 2, cut_w // 2) if box_edge == "reference" else ((cut_h + 1) // 2, (cut_w + 1) // 2)
+    return torch.stack(
+        [
+            (cy - cut_h // 2).clamp(0, height),
+            (cy + upper_h).clamp(0, height),
+            (cx - cut_w // 2).clamp(0, width),
+            (cx + upper_w).clamp(0, width),
+        ],
+        dim=1,
+    )
 
 
-def box_patch_fraction(box: tuple[int, int, int, int], image_size: tuple[int, int], patch_size: int) -> torch.Tensor:
-    """Fraction of each patch covered by ``box``, ``(H // patch, W // patch)`` float."""
+def box_pixel_mask(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """``(n, H, W)`` bool, True inside each box ``(y0, y1, x0, x1)``."""
     height, width = image_size
-    y0, y1, x0, x1 = box
-    rows = torch.zeros(height)
-    cols = torch.zeros(width)
-    rows[y0:y1] = 1.0
-    cols[x0:x1] = 1.0
-    row_frac = rows.view(height // patch_size, patch_size).mean(1)
-    col_frac = cols.view(width // patch_size, patch_size).mean(1)
-    return row_frac[:, None] * col_frac[None, :]
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2])  # (n, H)
+    inside_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])  # (n, W)
+    return inside_rows[:, :, None] & inside_cols[:, None, :]
+
+
+def box_patch_mask(
+    boxes: torch.Tensor, image_size: tuple[int, int], patch_size: int, mode: PatchMaskMode = "nearest"
+) -> torch.Tensor:
+    """How much of each patch each box covers, ``(n, H // patch, W // patch)`` float.
+
+    ``"nearest"``: the box mask downsampled to the patch grid by nearest neighbour, i.e. each patch takes the
+    value of its top-left pixel (TransMix's ``nn.Upsample``, MixPro eq. 5's ``↓(M)``); ``"fraction"``: the
+    covered fraction of each patch.
+    """
+    inside = box_pixel_mask(boxes, image_size)
+    if mode == "nearest":
+        return inside[:, ::patch_size, ::patch_size].float()
+    if mode == "fraction":
+        n, height, width = inside.shape
+        grid = inside.view(n, height // patch_size, patch_size, width // patch_size, patch_size)
+        return grid.float().mean((2, 4))
+    raise ValueError(f"patch mask mode must be 'nearest' or 'fraction', got {mode!r}")
 
 
 @_accepts_old_partner_name
@@ -373,28 +408,32 @@ def cutmix(
     minmax: tuple[float, float] | None = None,
     correct_lam: bool = True,
     pairing: Pairing = "flip",
+    box_edge: BoxEdge = "reference",
+    patch_mask_mode: PatchMaskMode = "nearest",
 ) -> MixOutput:
     """CutMix with timm's semantics: one box per batch pasted from the partner.
 
-    ``lam ~ Beta(alpha, alpha)`` sets the box area ``1 - lam`` (or ``minmax`` sets its sides); with
-    ``correct_lam`` (timm default) ``lam_area`` is the exact area outside the clipped box.
-    ``patch_mask`` is the fraction of each patch that is *outside* the box (the sample's own).
+    ``lam ~ Beta(alpha, alpha)`` sets the box area ``1 - lam`` (or ``minmax`` sets its sides, see
+    :func:`cutmix_boxes`); with ``correct_lam`` (timm default) ``lam_area`` is the exact area outside the clipped
+    box. ``patch_mask`` is the share of each patch outside the box (the sample's own), by ``patch_mask_mode``
+    (:func:`box_patch_mask`): what TransMix's λ_attn (eq. 5) weighs the attention with.
     """
     check_pixel_values(pixel_values, patch_size)
     batch, _, height, width = pixel_values.shape
     if batch == 1:
         return unmixed(pixel_values, patch_size)
     lam = float(sample_beta(alpha, 1, generator)) if minmax is None else 1.0
-    y0, y1, x0, x1 = cutmix_box((height, width), lam, generator, minmax)
+    boxes = cutmix_boxes((height, width), torch.tensor([lam]), generator, minmax, box_edge)
+    y0, y1, x0, x1 = (int(v) for v in boxes[0])
     if correct_lam or minmax is not None:
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
     perm = draw_partner(batch, pairing, generator, pixel_values.device)
     mixed = pixel_values.clone()
     mixed[:, :, y0:y1, x0:x1] = pixel_values[perm, :, y0:y1, x0:x1]
     if patch_size is None:  # no patch grid: one cell holding the area fraction
-        own = torch.full((1, 1), lam)
+        own = torch.full((1, 1, 1), lam)
     else:
-        own = 1.0 - box_patch_fraction((y0, y1, x0, x1), (height, width), patch_size)
+        own = 1.0 - box_patch_mask(boxes, (height, width), patch_size, patch_mask_mode)
     device = pixel_values.device
     return MixOutput(
         pixel_values=mixed,
@@ -402,4 +441,85 @@ def cutmix(
         patch_mask=own.to(device).expand(batch, -1, -1),
         lam_area=torch.full((batch,), lam, device=device),
         method="cutmix",
+    )
+
+
+def mix_per_sample(
+    pixel_values: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    patch_size: int | None = None,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    cutmix_minmax: tuple[float, float] | None = None,
+    switch_prob: float = 0.5,
+    mix_prob: float = 1.0,
+    correct_lam: bool = True,
+    paired: bool = False,
+    box_edge: BoxEdge = "reference",
+    patch_mask_mode: PatchMaskMode = "nearest",
+) -> MixOutput:
+    """timm's ``mode="elem"`` (``paired=False``) and ``mode="pair"`` (``paired=True``) Mixup/CutMix.
+
+    Every sample ``i`` is mixed with ``B - 1 - i`` (``flip``) with its own draws: whether it is mixed at all
+    (``mix_prob``), CutMix or Mixup (``switch_prob``), its ``lam`` and its box. In ``pair`` mode, ``i`` and
+    ``B - 1 - i`` share their draws (each gets the other's pixels in the same box, or the same blend); the
+    middle sample of an odd batch stays unmixed. ``method`` is ``"cutmix"``/``"mixup"`` when every mixed sample
+    used that one, else ``"mixup_cutmix"``.
+    """
+    check_pixel_values(pixel_values, patch_size)
+    batch, _, height, width = pixel_values.shape
+    if batch == 1:
+        return unmixed(pixel_values, patch_size)
+    has_cutmix, has_mixup = cutmix_alpha > 0 or cutmix_minmax is not None, mixup_alpha > 0
+    if not (has_cutmix or has_mixup):
+        raise ValueError("per-sample mixing needs mixup_alpha > 0, cutmix_alpha > 0 or cutmix_minmax")
+    count = batch // 2 if paired else batch
+    device = _rng_device(generator)
+    mixed_flag = torch.rand(count, generator=generator, device=device).cpu() < mix_prob
+    if has_cutmix and has_mixup:
+        use_cutmix = torch.rand(count, generator=generator, device=device).cpu() < switch_prob
+    else:
+        use_cutmix = torch.full((count,), has_cutmix)
+    lam = torch.ones(count, dtype=torch.float64)
+    if has_mixup:
+        lam = torch.where(~use_cutmix, sample_beta(mixup_alpha, count, generator), lam)
+    if has_cutmix and cutmix_minmax is None:
+        lam = torch.where(use_cutmix, sample_beta(cutmix_alpha, count, generator), lam)
+    boxes = cutmix_boxes((height, width), lam, generator, cutmix_minmax, box_edge)
+    boxes = torch.where((use_cutmix & mixed_flag)[:, None], boxes, torch.zeros_like(boxes))
+    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2]) / float(height * width)
+    if correct_lam or cutmix_minmax is not None:
+        lam = torch.where(use_cutmix, 1.0 - area, lam)
+    lam = torch.where(mixed_flag, lam, torch.ones_like(lam))
+    if paired:  # sample i and B - 1 - i share their draws; the middle of an odd batch stays unmixed
+        middle = torch.ones(batch % 2, dtype=lam.dtype)
+        lam = torch.cat([lam, middle, lam.flip(0)])
+        use_cutmix = torch.cat([use_cutmix, torch.zeros(batch % 2, dtype=torch.bool), use_cutmix.flip(0)])
+        mixed_flag = torch.cat([mixed_flag, torch.zeros(batch % 2, dtype=torch.bool), mixed_flag.flip(0)])
+        boxes = torch.cat([boxes, torch.zeros(batch % 2, 4, dtype=boxes.dtype), boxes.flip(0)])
+    cut = use_cutmix & mixed_flag
+    inside = box_pixel_mask(boxes, (height, width))  # all False for samples without a box
+    own_pixels = torch.where(cut[:, None, None], (~inside).double(), lam[:, None, None])
+    perm = torch.arange(batch - 1, -1, -1, device=pixel_values.device)
+    own = own_pixels.to(pixel_values.device, torch.float32).unsqueeze(1)
+    blend = pixel_values.float() * own + pixel_values[perm].float() * (1.0 - own)
+    if pixel_values.is_floating_point():
+        mixed = blend.to(pixel_values.dtype)
+    else:
+        mixed = blend.round_().clamp_(0, torch.iinfo(pixel_values.dtype).max).to(pixel_values.dtype)
+    if patch_size is None:
+        patch_mask = lam.float().view(batch, 1, 1)
+    else:
+        covered = box_patch_mask(boxes, (height, width), patch_size, patch_mask_mode)
+        grid = covered.shape[1:]
+        patch_mask = torch.where(cut[:, None, None], 1.0 - covered, lam.float()[:, None, None].expand(-1, *grid))
+    kinds = {bool(c) for c, m in zip(use_cutmix.tolist(), mixed_flag.tolist(), strict=True) if m}
+    method = "none" if not kinds else "cutmix" if kinds == {True} else "mixup" if kinds == {False} else "mixup_cutmix"
+    return MixOutput(
+        pixel_values=mixed,
+        partner=perm,
+        patch_mask=patch_mask.to(pixel_values.device),
+        lam_area=lam.float().to(pixel_values.device),
+        method=method,
     )

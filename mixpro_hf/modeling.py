@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 ModelType = Literal["vit", "deit", "beit", "dinov2"]
 # DeiT sizes of the paper (hidden, layers, heads); MLP ratio 4.
 MODEL_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
+# The reference code's DeiT geometry: 224x224 images, patch 14 (a 16x16 grid), so that 56-pixel MaskMix cells
+# (mask_scale 4; 112-pixel cells, mask_scale 8, for DeiT-B) tile the grid with no cropped cell.
+PAPER_GEOMETRY = {"image_size": 224, "patch_size": 14}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RECIPE_DROP_PATH_RATE = 0.1
 # Parameters DeiT/timm never decay (``no_weight_decay``), besides every bias and norm (ndim <= 1).
@@ -52,7 +55,11 @@ class ModelArguments:
     )
     model_type: ModelType = field(default="vit", metadata={"help": "Family when training from scratch."})
     model_size: Literal["tiny", "small", "base"] | None = field(
-        default=None, metadata={"help": "Paper preset (DeiT-Ti/S/B widths) when training from scratch."}
+        default=None,
+        metadata={
+            "help": "Paper preset when training from scratch: DeiT-Ti/S/B widths with the reference code's geometry "
+            "(224x224, patch 14: 56-pixel MaskMix cells at mask_scale 4). --config_overrides still win."
+        },
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": 'From scratch: config overrides, e.g. "image_size=32,patch_size=4".'}
@@ -182,6 +189,7 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
                     num_hidden_layers=layers,
                     num_attention_heads=heads,
                     intermediate_size=4 * hidden,
+                    **PAPER_GEOMETRY,
                 )
             )
         if hasattr(config, "use_mean_pooling"):

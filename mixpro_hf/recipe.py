@@ -42,7 +42,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import numpy as np
 import torch
 
-from .mixing import MixOutput, cutmix, maskmix, mixup, unmixed
+from .mixing import MixOutput, cutmix, maskmix, mix_per_sample, mixup, unmixed
 
 MixMethod = Literal["none", "mixup", "cutmix", "mixup_cutmix", "transmix", "maskmix", "mixpro"]
 AlphaStrategy = Literal["cosine", "equal", "linear", "parabolic", "learnable"]
@@ -89,6 +89,14 @@ class MixProConfig:
     switch_prob: float = _setting(0.5, "Probability of CutMix rather than Mixup when both are on (timm).")
     mix_prob: float = _setting(1.0, "Probability that a batch is mixed at all (timm's prob).")
     correct_lam: bool = _setting(True, "CutMix: lam is the exact area outside the clipped box (timm).")
+    mixup_mode: Literal["batch", "pair", "elem"] = _setting(
+        "batch", "timm's mode of Mixup/CutMix draws: one per batch (reference), per pair of samples, or per sample."
+    )
+    cutmix_box_edge: Literal["reference", "timm-1.0.31"] = _setting(
+        "reference",
+        "CutMix box upper edge: centre + cut//2 as the timm the reference code used (<= 1.0.29), or centre + "
+        "(cut+1)//2 (timm >= 1.0.31); they differ for odd box sides.",
+    )
     label_smoothing_factor: float = _setting(0.1, "Label smoothing of the mixed targets (paper Table 11: 0.1).")
     alpha_strategy: AlphaStrategy = _setting(
         "cosine", "PAL progressive factor alpha: cosine (eq. 8) or the ablations of paper Table 10."
@@ -97,10 +105,15 @@ class MixProConfig:
     transmix_label: Literal["mean", "attn"] = _setting(
         "mean", "TransMix label: (lam_area + lam_attn)/2 (TransMix code) or lam_attn (TransMix paper)."
     )
-    loss_form: Literal["soft", "hard"] = _setting(
-        "soft",
-        "Loss of attention-labelled batches: soft-target CE on the mixed target, or hard: "
-        "lam*CE(y_i) + (1-lam)*CE(y_j) (reference code).",
+    transmix_patch_mask: Literal["nearest", "fraction"] = _setting(
+        "nearest",
+        "TransMix lam_attn: the box mask downsampled to the patch grid by nearest neighbour (eq. 5, TransMix code) "
+        "or the covered fraction of each patch.",
+    )
+    loss_form: Literal["hard", "soft"] = _setting(
+        "hard",
+        "Loss of PAL batches: hard = lam*CE(y_i) + (1-lam)*CE(y_j) on unsmoothed labels (reference code); soft = "
+        "soft-target CE on the smoothed lam-mixed target (paper Alg. 1). Other batches always use the soft form.",
     )
     method: InitVar[str | None] = None
     label_smoothing: InitVar[float | None] = None
@@ -140,6 +153,11 @@ class MixProConfig:
             if not 0.0 <= values[0] < values[1] <= 1.0:
                 raise ValueError(f"cutmix_minmax must satisfy 0 <= min < max <= 1, got {values!r}")
             self.cutmix_minmax = [float(v) for v in values]
+        if self.mix_method == "transmix" and self.mixup_mode != "batch":
+            raise ValueError(
+                f"mix_method='transmix' labels whole CutMix batches (TransMix's code): mixup_mode must be 'batch', "
+                f"got {self.mixup_mode!r}"
+            )
 
     @property
     def uses_attention(self) -> bool:
@@ -198,7 +216,7 @@ def mix_batch(
 ) -> MixOutput:
     """Mix one training batch following ``config.mix_method`` (see the module docstring)."""
     method = config.mix_method
-    if method == "none" or pixel_values.shape[0] == 1 or not _bernoulli(config.mix_prob, generator):
+    if method == "none" or pixel_values.shape[0] == 1:
         return unmixed(pixel_values, patch_size)
     if method in MASKMIX_METHODS and _bernoulli(config.maskmix_prob, generator):
         return maskmix(
@@ -211,8 +229,27 @@ def mix_batch(
             cell_count=config.cell_count,
             pairing=config.maskmix_pairing,
         )
-    has_cutmix = config.cutmix_alpha > 0 or config.cutmix_minmax is not None
-    has_mixup = config.mixup_alpha > 0
+    # Mixup / CutMix (timm): mix_prob gates only these batches, as in the reference code
+    has_cutmix = method != "mixup" and (config.cutmix_alpha > 0 or config.cutmix_minmax is not None)
+    has_mixup = method != "cutmix" and config.mixup_alpha > 0
+    minmax = tuple(config.cutmix_minmax) if config.cutmix_minmax is not None else None
+    if config.mixup_mode != "batch":
+        return mix_per_sample(
+            pixel_values,
+            generator,
+            patch_size=patch_size,
+            mixup_alpha=config.mixup_alpha if has_mixup else 0.0,
+            cutmix_alpha=config.cutmix_alpha if has_cutmix else 0.0,
+            cutmix_minmax=minmax if has_cutmix else None,  # type: ignore[arg-type]
+            switch_prob=config.switch_prob,
+            mix_prob=config.mix_prob,
+            correct_lam=config.correct_lam,
+            paired=config.mixup_mode == "pair",
+            box_edge=config.cutmix_box_edge,
+            patch_mask_mode=config.transmix_patch_mask,
+        )
+    if not _bernoulli(config.mix_prob, generator):
+        return unmixed(pixel_values, patch_size)
     if method == "mixup":
         use_cutmix = False
     elif method == "cutmix":
@@ -222,7 +259,6 @@ def mix_batch(
     else:
         use_cutmix = has_cutmix
     if use_cutmix:
-        minmax = tuple(config.cutmix_minmax) if config.cutmix_minmax is not None else None
         return cutmix(
             pixel_values,
             alpha=config.cutmix_alpha,
@@ -230,6 +266,8 @@ def mix_batch(
             patch_size=patch_size,
             minmax=minmax,  # type: ignore[arg-type]
             correct_lam=config.correct_lam,
+            box_edge=config.cutmix_box_edge,
+            patch_mask_mode=config.transmix_patch_mask,
         )
     if not has_mixup:
         raise ValueError(f"mix_method={method!r} needs mixup_alpha > 0, got {config.mixup_alpha!r}")

@@ -126,7 +126,7 @@ def _maskmix_batch(seed: int = 0) -> tuple[MixOutput, torch.Tensor, torch.Tensor
 def test_mixed_loss_pal_matches_the_equations():
     mix, labels, attention = _maskmix_batch()
     logits = torch.randn(6, 7, requires_grad=True)
-    config = MixProConfig(mix_method="mixpro")
+    config = MixProConfig(mix_method="mixpro", loss_form="soft")
     out = mixed_loss(logits, labels, mix, config, attention)
     area_target = mixed_target(labels, mix.partner, mix.lam_area, 7, 0.1)
     alpha = progressive_factor(logits, area_target)
@@ -148,10 +148,14 @@ def test_alpha_gradient_flows_by_default_and_can_be_stopped():
         grads[alpha_grad] = logits.grad
     assert not torch.allclose(grads[True], grads[False])
     # with alpha detached the gradient is that of a fixed soft target: softmax - target
-    logits = torch.randn(6, 7, generator=torch.Generator().manual_seed(5))
-    out = mixed_loss(logits, labels, mix, MixProConfig(mix_method="mixpro", alpha_grad=False), attention)
-    target = mixed_target(labels, mix.partner, out.lam, 7, 0.1)
-    torch.testing.assert_close(grads[False], (torch.softmax(logits, -1) - target) / 6)
+    # (the default hard form: unsmoothed labels; the soft form: the smoothed target)
+    for form, smoothing in (("hard", 0.0), ("soft", 0.1)):
+        logits = torch.randn(6, 7, generator=torch.Generator().manual_seed(5)).requires_grad_()
+        config = MixProConfig(mix_method="mixpro", alpha_grad=False, loss_form=form)
+        out = mixed_loss(logits, labels, mix, config, attention)
+        out.loss.backward()
+        target = mixed_target(labels, mix.partner, out.lam.detach(), 7, smoothing)
+        torch.testing.assert_close(logits.grad, (torch.softmax(logits.detach(), -1) - target) / 6)
 
 
 def test_hard_loss_form_is_the_reference_code():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mixpro_hf import cutmix, maskmix, mixup
-from mixpro_hf.mixing import box_patch_fraction, cutmix_box, maskmix_mask, sample_beta
+from mixpro_hf.mixing import box_patch_mask, maskmix_mask, sample_beta
 
 
 def distinct_images(batch: int, height: int, width: int, channels: int = 3) -> torch.Tensor:
@@ -159,7 +159,9 @@ def test_mixup_is_the_blend_with_the_flipped_batch():
 def test_cutmix_box_area_and_patch_fraction(minmax):
     x = distinct_images(4, 32, 24)
     for seed in range(10):
-        out = cutmix(x, generator=torch.Generator().manual_seed(seed), patch_size=8, minmax=minmax)
+        out = cutmix(
+            x, generator=torch.Generator().manual_seed(seed), patch_size=8, minmax=minmax, patch_mask_mode="fraction"
+        )
         pasted = (out.pixel_values != x).any(1)  # (B, H, W): pixels taken from the partner
         assert torch.equal(pasted, (out.pixel_values == x[out.partner]).all(1) & pasted)
         area = pasted[0].double().mean().item()
@@ -176,16 +178,13 @@ def test_cutmix_without_correct_lam_keeps_the_sampled_lam():
     assert out.lam_area[0].item() == pytest.approx(sampled, abs=1e-6)
 
 
-def test_cutmix_box_matches_timm_geometry():
-    # timm: cut_rat = sqrt(1 - lam); box centred at (cy, cx) and clipped
-    g = torch.Generator().manual_seed(0)
-    y0, y1, x0, x1 = cutmix_box((224, 224), 0.75, g)
-    g = torch.Generator().manual_seed(0)
-    cy, cx = (int(torch.randint(0, 224, (1,), generator=g)) for _ in range(2))
-    half = int(224 * 0.5) // 2
-    assert (y0, y1, x0, x1) == (max(cy - half, 0), min(cy + half, 224), max(cx - half, 0), min(cx + half, 224))
-    frac = box_patch_fraction((0, 4, 0, 8), (16, 16), 8)
-    torch.testing.assert_close(frac, torch.tensor([[0.5, 0.0], [0.0, 0.0]]))
+def test_box_patch_mask_nearest_and_fraction():
+    box = torch.tensor([[0, 4, 2, 8]])  # rows 0-3, cols 2-7 of a 16x16 image, patches of 8
+    torch.testing.assert_close(box_patch_mask(box, (16, 16), 8, "fraction"), torch.tensor([[[0.375, 0.0], [0.0, 0.0]]]))
+    # nearest neighbour: each patch takes its top-left pixel (0, 0), which lies outside the box
+    torch.testing.assert_close(box_patch_mask(box, (16, 16), 8, "nearest"), torch.zeros(1, 2, 2))
+    box = torch.tensor([[0, 9, 0, 9]])
+    torch.testing.assert_close(box_patch_mask(box, (16, 16), 8, "nearest"), torch.tensor([[[1.0, 1.0], [1.0, 1.0]]]))
 
 
 def test_old_partner_keyword_still_works_with_a_warning():
