@@ -1,6 +1,11 @@
-"""Offline classification metrics: top-1, top-5 and expected calibration error (plain functions).
+"""Offline classification metrics: top-1, top-5, expected calibration error, and temperature scaling.
 
-Nothing is downloaded: these replace ``evaluate.load("accuracy")`` in the training script.
+Papers:
+    - ECE and temperature scaling: Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
+      https://arxiv.org/abs/1706.04599
+
+Nothing is downloaded: these replace ``evaluate.load("accuracy")`` in the training script (🤗 ``evaluate``
+loads metric scripts from the Hub at run time, which an offline cluster node cannot do).
 :func:`compute_metrics` plugs into ``Trainer(compute_metrics=...)``.
 """
 
@@ -59,3 +64,34 @@ def compute_metrics(eval_prediction: Any) -> dict[str, float]:
     if isinstance(logits, tuple):
         logits = logits[0]
     return classification_metrics(logits, eval_prediction.label_ids)
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean cross-entropy of ``softmax(logits / temperature)``."""
+    logits, labels = _check(logits, labels)
+    scaled = logits / temperature
+    shifted = scaled - scaled.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T > 0 minimising the NLL of ``softmax(logits / T)`` on held-out data (Guo et al., 2017).
+
+    A golden-section search over log T in [log 0.05, log 20] (the NLL is unimodal in T); T > 1 softens an
+    over-confident model, T < 1 sharpens an under-confident one (mixed soft labels make models under-confident).
+    """
+    low, high = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = negative_log_likelihood(logits, labels, np.exp(a)), negative_log_likelihood(logits, labels, np.exp(b))
+    for _ in range(60):
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = negative_log_likelihood(logits, labels, np.exp(a))
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = negative_log_likelihood(logits, labels, np.exp(b))
+    return float(np.exp((low + high) / 2.0))
