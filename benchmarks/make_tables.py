@@ -2,7 +2,8 @@
 
 The tables replace what stands between the markers ``<!-- results:start -->`` and
 ``<!-- results:end -->`` in the README. Tables: mixing cost (``bench_mixing.py``), training step
-(``bench_train_step.py``), CIFAR-10 accuracy (``cifar10.py``; smoke runs are marked as such). Each
+(``bench_train_step.py``), CIFAR-10 accuracy (``cifar10.py``; smoke runs are marked as such), the default
+digits job (``digits_default_job.py``) and the digits comparison (``digits.py``). Each
 table names the device and the commit its numbers came from. The output holds no dates, so it only
 changes when the results do.
 
@@ -120,10 +121,89 @@ def cifar_table(name: str, payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def input_pipeline_table(name: str, payload: dict[str, Any]) -> str:
+    """Images/s of the 224² training recipe's data loader, by number of workers, and decode/augment alone."""
+    s = payload.get("settings", {})
+    load = s.get("load_average_1_5_15", ["?"])[0]
+    lines = [
+        f"**Input pipeline, 224² recipe on CPU** (JPEG decode + RandAugment + erasing, batch {s.get('batch')}, "
+        f"{s.get('source')}; load average {load} when measured). {_source(name, payload)}",
+        "",
+        "| loader workers | images/s |",
+        "| ---: | ---: |",
+    ]
+    for workers, rate in payload.get("images_per_s_by_workers", {}).items():
+        lines.append(f"| {workers} | {_fmt(rate)} |")
+    decode = "; ".join(f"{k}: {_fmt(v, 0)}/s" for k, v in payload.get("decode_only_images_per_s", {}).items())
+    lines += [
+        "",
+        f"Decode alone (one core): {decode}. Augmentation alone: {_fmt(payload.get('augment_only_images_per_s'), 0)}"
+        f"/s. ImageNet-size estimate: {_fmt(payload.get('imagenet_estimate_images_per_s_per_worker'), 0)} images/s "
+        "per worker.",
+    ]
+    return "\n".join(lines)
+
+
+def _pct(entry: dict[str, Any], key: str) -> str:
+    return f"{100 * entry['mean'][key]:.1f} ± {100 * entry['std'][key]:.1f}"
+
+
+def digits_default_job_table(name: str, payload: dict[str, Any]) -> str:
+    """``mixpro-train`` with no arguments: test top-1 per seed, mean ± std, and the median wall time."""
+    s, runs = payload.get("settings", {}), payload.get("runs", [])
+    checks = payload.get("checks", {})
+    verdict = "; ".join(f"{k}: {'pass' if v else 'FAIL'}" for k, v in checks.items())
+    lines = [
+        f"**The default job** (`mixpro-train` with no arguments: MixPro, ViT `{s.get('config_overrides')}`, "
+        f"{s.get('digits_flags', {}).get('num_train_epochs')} epochs on scikit-learn's digits; whole command "
+        f"timed, median of {len(payload.get('timed_wall_s', []))} runs). {_source(name, payload)}",
+        "",
+        "| seed | test top-1 % | test ECE | wall time s |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        top1, ece, wall = 100 * run["test_accuracy"], run["test_ece"], run["wall_s"]
+        lines.append(f"| {run['seed']} | {top1:.1f} | {ece:.3f} | {wall:.0f} |")
+    lines += [
+        "",
+        f"Test top-1 {100 * payload['test_top1_mean']:.1f} ± {100 * payload['test_top1_std']:.1f} % over "
+        f"{len(runs)} seeds (min {100 * payload['test_top1_min']:.1f} %); median wall time "
+        f"{payload['median_wall_s']:.0f} s. Targets ({verdict}).",
+    ]
+    return "\n".join(lines)
+
+
+def digits_comparison_table(name: str, payload: dict[str, Any]) -> str:
+    """The five methods on digits with the default job's model and budget (small-scale CPU evidence)."""
+    s = payload.get("settings", {})
+    seeds = s.get("seeds", [])
+    planned = s.get("seeds_planned", seeds)
+    status = "" if payload.get("complete") else f", incomplete: {len(seeds)} of {len(planned)} seeds"
+    lines = [
+        f"**Digits, small-scale CPU evidence{status}** (the default job's ViT `{s.get('config_overrides')}` and "
+        f"budget, {s.get('digits_flags', {}).get('num_train_epochs')} epochs; only `--mix_method` differs; "
+        f"seeds {seeds}; test split; mean ± std over seeds, %; ECE after temperature scaling fitted on the "
+        f"validation split). {_source(name, payload)}",
+        "",
+        "| method | top-1 | top-5 | ECE | ECE, calibrated | top-1, 50 % patches dropped | top-1, 80 % dropped |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for spec, entry in payload["results"].items():
+        keys = ("accuracy", "top5_accuracy", "ece", "ece_calibrated", "drop_0.5", "drop_0.8")
+        cells = [_pct(entry, key) if key in entry["mean"] else "n/a" for key in keys]
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    plot = name.replace("digits_comparison", "digits_robustness").replace(".json", ".png")
+    lines += ["", f"Robustness curve (0-90 % of the patches dropped): `benchmarks/results/{plot}`."]
+    return "\n".join(lines)
+
+
 RENDERERS = {
+    "digits default job": digits_default_job_table,
+    "digits comparison": digits_comparison_table,
     "mixing cost per batch": mixing_table,
     "train step": train_step_table,
     "cifar10 accuracy": cifar_table,
+    "input pipeline": input_pipeline_table,
 }
 ORDER = list(RENDERERS)
 

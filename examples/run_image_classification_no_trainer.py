@@ -87,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
     warmup = int(args.warmup_steps * max_steps) if args.warmup_steps < 1 else int(args.warmup_steps)
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=max_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs or None,  # e.g. the recipe's min_lr_rate
+    )
     model, optimizer, train_loader, scheduler, *loaders = accelerator.prepare(
         prepared.model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
@@ -129,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                 step += 1
                 progress.update(1)
                 if step % args.logging_steps == 0 or step == max_steps:
-                    entry = {"loss": float(torch.stack(losses).mean()), **mean_mix_stats(stats, learnable_alpha)}
+                    loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean")  # all ranks, as Trainer
+                    entry = {"loss": float(loss), **mean_mix_stats(stats, learnable_alpha)}
                     history.append({**entry, "step": step, "learning_rate": scheduler.get_last_lr()[0]})
                     losses.clear()
                     stats.clear()

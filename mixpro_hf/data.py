@@ -6,6 +6,7 @@ files, or the embedded default (scikit-learn's bundled 8x8 digits, so the defaul
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, load_dataset
 from datasets import Image as DatasetsImage
 from PIL import Image
 
@@ -46,7 +47,11 @@ class DataArguments:
     train_dir: str | None = field(default=None, metadata={"help": "Image folder (class sub-folders) to train on."})
     validation_dir: str | None = field(default=None, metadata={"help": "Image folder to evaluate on."})
     train_file: str | None = field(
-        default=None, metadata={"help": "Parquet/Arrow file, or CSV/JSON with image paths, to train on."}
+        default=None,
+        metadata={
+            "help": "Parquet/Arrow file, or CSV/JSON with image paths, to train on; a glob (data/train-*.parquet) or "
+            "comma-separated files for a sharded set."
+        },
     )
     validation_file: str | None = field(default=None, metadata={"help": "Data file (as train_file) to evaluate on."})
     test_file: str | None = field(default=None, metadata={"help": "Data file (as train_file) for test metrics."})
@@ -58,6 +63,19 @@ class DataArguments:
             "help": "Number of classes for integer labels without ClassLabel names: every id must be in "
             "[0, num_labels) (classes may be absent from the data). Unset: the ids must be 0..K-1, all present."
         },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the training split as a stream (datasets IterableDataset) instead of preparing it on disk "
+            "first, for data larger than memory or disk: a shuffle buffer (--shuffle_buffer_size), each rank reads "
+            "its own shards, images are not verified beforehand; needs --max_steps. Evaluation splits are loaded "
+            "as usual (a validation split held out of the stream: its first --max_eval_samples rows, default 1000)."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "With --streaming: examples in the shuffle buffer (the shard order is shuffled too)."},
     )
     verify_images: bool = field(
         default=True,
@@ -110,7 +128,7 @@ class DataArguments:
     crop_scale_min: float = field(default=0.08, metadata={"help": "RandomResizedCrop minimum area scale."})
 
     def __post_init__(self) -> None:
-        for name in ("max_train_samples", "max_eval_samples", "num_labels"):
+        for name in ("max_train_samples", "max_eval_samples", "num_labels", "shuffle_buffer_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{name} must be a whole number >= 1 (or left unset), got {value!r}")
@@ -191,6 +209,25 @@ def _file_builder(path: str) -> str:
     return builders[ext]
 
 
+def data_files(value: str) -> list[str]:
+    """The files of a ``--train_file`` value: one path, a glob (``data/train-*.parquet``) or comma-separated
+    paths and globs, in sorted order within each glob; a glob that matches nothing is a ``FileNotFoundError``."""
+    files: list[str] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        if glob.has_magic(part):
+            matches = sorted(glob.glob(part))
+            if not matches:
+                raise FileNotFoundError(f"no data file matches {part!r}")
+            files.extend(matches)
+        else:
+            files.append(part)
+    if not files:
+        raise ValueError(f"no data file in {value!r}")
+    return files
+
+
 def _one_line(err: BaseException) -> str:
     """``Type: message`` of ``err`` (and of its cause, which datasets' generation errors hide) on one line."""
     text = f"{type(err).__name__}: {err}"
@@ -199,12 +236,24 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _load_file(path: str, split: str, image_column_name: str | None = None) -> Dataset:
+def _load_file(
+    path: str, split: str, image_column_name: str | None = None, load_kwargs: dict[str, Any] | None = None
+) -> Dataset:
     """One data file as a split; an empty or unreadable file is named in a one-line ``ValueError``.
 
     CSV/JSON files may list image paths: relative paths are resolved against the file's folder and the
     column becomes a ``datasets.Image`` feature.
     """
+    paths = data_files(path)
+    if len(paths) > 1:  # a sharded set: one split of every file (each checked on its own first)
+        builders = {_file_builder(p) for p in paths}
+        if len(builders) > 1:
+            raise ValueError(f"the files of {path!r} mix formats ({', '.join(sorted(builders))}); give one format")
+        parts = [_load_file(one, split, image_column_name, load_kwargs) for one in paths]
+        from datasets import concatenate_datasets
+
+        return concatenate_datasets(parts)
+    path = paths[0]
     builder = _file_builder(path)
     empty = f"data file {path!r} ({split}) has no rows: it needs at least one example"
     if builder == "parquet":
@@ -217,7 +266,7 @@ def _load_file(path: str, split: str, image_column_name: str | None = None) -> D
     elif os.path.getsize(path) == 0:
         raise ValueError(empty)
     try:
-        dataset = load_dataset(builder, data_files={split: path}, split=split)
+        dataset = load_dataset(builder, data_files={split: path}, split=split, **(load_kwargs or {}))
     except Exception as err:  # datasets wraps the reader's error in a DatasetGenerationError
         raise ValueError(f"could not read data file {path!r} as {builder}: {_one_line(err)}") from err
     if len(dataset) == 0:
@@ -246,13 +295,15 @@ def resolve_image_paths(dataset: Dataset, image_column_name: str | None, base_di
     return dataset.cast_column(column, DatasetsImage())
 
 
-def load_image_datasets(args: DataArguments, seed: int = 0) -> DatasetDict:
-    """Load the splits named by ``args``; the embedded digits when no data argument is given."""
+def load_image_datasets(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] | None = None) -> DatasetDict:
+    """Load the splits named by ``args``; the embedded digits when no data argument is given. ``load_kwargs``
+    (e.g. ``cache_dir``, ``token``: ``ModelArguments.dataset_kwargs()``) go to every ``load_dataset`` call."""
+    load_kwargs = load_kwargs or {}
     if args.uses_embedded_default:
         return digits_dataset(seed)
     try:
         if args.dataset_name:
-            return load_dataset(args.dataset_name, args.dataset_config_name)
+            return load_dataset(args.dataset_name, args.dataset_config_name, **load_kwargs)
         if args.train_dir:
             files = {"train": os.path.join(args.train_dir, "**")}
             if args.validation_dir:
@@ -260,14 +311,16 @@ def load_image_datasets(args: DataArguments, seed: int = 0) -> DatasetDict:
             for path in (args.train_dir, args.validation_dir):
                 if path and not os.path.isdir(path):
                     raise FileNotFoundError(f"image folder {path!r} does not exist")
-            return load_dataset("imagefolder", data_files=files)
+            return load_dataset("imagefolder", data_files=files, **load_kwargs)
         files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
         files = {split: path for split, path in files.items() if path}
-        for path in files.values():
+        for path in (one for value in files.values() for one in data_files(value)):
             _file_builder(path)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"data file {path!r} does not exist")
-        return DatasetDict({split: _load_file(path, split, args.image_column_name) for split, path in files.items()})
+        return DatasetDict(
+            {split: _load_file(path, split, args.image_column_name, load_kwargs) for split, path in files.items()}
+        )
     except (FileNotFoundError, ValueError):
         raise
     except Exception as err:  # datasets raises many types for an unknown name or an unreachable Hub
@@ -547,11 +600,14 @@ def align_splits(
 
 
 def attach_transform(
-    dataset: Dataset, transform: Callable[[Image.Image], Any], image_column: str, label_column: str
-) -> Dataset:
+    dataset: Dataset | IterableDataset,
+    transform: Callable[[Image.Image], Any],
+    image_column: str,
+    label_column: str,
+) -> Dataset | IterableDataset:
     """Set an on-the-fly transform giving ``pixel_values`` and ``labels``: every image becomes 8-bit RGB by
     :func:`to_rgb8` (16-bit and float images scaled, transparency on white), any size is resized by the
-    transform."""
+    transform. A stream (``IterableDataset``) gets it as a lazy batched ``map`` that drops the other columns."""
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         images = [
@@ -563,6 +619,8 @@ def attach_transform(
             "labels": batch[label_column],
         }
 
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(apply, batched=True, batch_size=64, remove_columns=dataset.column_names)
     return dataset.with_transform(apply)
 
 
@@ -741,7 +799,7 @@ class DataSplits:
     label_names: list[str]
 
 
-def load_splits(args: DataArguments, seed: int = 0) -> DataSplits:
+def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] | None = None) -> DataSplits:
     """Load, check and select the data of a run, in the order that makes every check meaningful:
 
     1. :func:`load_image_datasets` (empty or unreadable files named; CSV/JSON image paths resolved);
@@ -754,7 +812,7 @@ def load_splits(args: DataArguments, seed: int = 0) -> DataSplits:
 
     Every problem is a one-line ``ValueError`` (or ``FileNotFoundError``) before any model is built.
     """
-    raw = load_image_datasets(args, seed=seed)
+    raw = load_image_datasets(args, seed=seed, load_kwargs=load_kwargs)
     train, validation, test = named_splits(raw)
     image_column = find_column(train.column_names, args.image_column_name, IMAGE_COLUMNS, "image")
     label_column = find_column(train.column_names, args.label_column_name, LABEL_COLUMNS, "label")
@@ -773,3 +831,139 @@ def load_splits(args: DataArguments, seed: int = 0) -> DataSplits:
                 dataset = verify_images(dataset, image_column, skip_bad_images=args.skip_bad_images, split=split)
         checked.append(dataset)
     return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names)
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+STREAM_HOLD_OUT = 1000  # --streaming without a validation split: rows of the stream held out (or --max_eval_samples)
+
+
+def _stream_label_names(features: Any, label_column: str, num_labels: int | None) -> list[str]:
+    """The label space of a stream, from its features alone (a stream cannot be scanned before training)."""
+    feature = features[label_column]
+    if isinstance(feature, ClassLabel):
+        if num_labels is not None and num_labels != feature.num_classes:
+            raise ValueError(
+                f"--num_labels {num_labels} does not match the {feature.num_classes} ClassLabel names of label "
+                f"column {label_column!r}: leave --num_labels unset"
+            )
+        return list(feature.names)
+    if _is_dtype(feature, INTEGER_DTYPES) and num_labels is not None:
+        return [str(i) for i in range(num_labels)]
+    raise ValueError(
+        f"--streaming: label column {label_column!r} is {feature}; a stream's label space must come from its "
+        "features: a ClassLabel (as 🤗 Parquet exports and image folders have), or integer ids with --num_labels N"
+    )
+
+
+def _raw_streams(args: DataArguments, load_kwargs: dict[str, Any]) -> dict[str, IterableDataset]:
+    """The splits named by ``args`` as streams (``load_dataset(..., streaming=True)``)."""
+    if args.uses_embedded_default:
+        raise ValueError("--streaming needs a data source: --dataset_name, --train_dir or --train_file")
+    if args.dataset_name:
+        return dict(load_dataset(args.dataset_name, args.dataset_config_name, streaming=True, **load_kwargs))
+    if args.train_dir:
+        for path in (args.train_dir, args.validation_dir):
+            if path and not os.path.isdir(path):
+                raise FileNotFoundError(f"image folder {path!r} does not exist")
+        files = {"train": os.path.join(args.train_dir, "**")}
+        if args.validation_dir:
+            files["validation"] = os.path.join(args.validation_dir, "**")
+        return dict(load_dataset("imagefolder", data_files=files, streaming=True, **load_kwargs))
+    paths = data_files(args.train_file or "")
+    builders = {_file_builder(path) for path in paths}
+    if not builders <= {"parquet", "arrow"} or len(builders) > 1:
+        raise ValueError(f"--streaming reads Parquet or Arrow files (one format); --train_file gives {paths[:3]}")
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"data file {path!r} does not exist")
+    return {"train": load_dataset(builders.pop(), data_files={"train": paths}, split="train", streaming=True)}
+
+
+def _materialise(stream: IterableDataset, image_column: str, rows: int | None) -> Dataset:
+    """The first ``rows`` examples of ``stream`` (all when None) as an in-memory ``Dataset``, images kept encoded."""
+    features = stream.features
+    if isinstance(features[image_column], DatasetsImage):
+        stream = stream.cast_column(image_column, DatasetsImage(decode=False))
+    if rows is not None:
+        stream = stream.take(rows)
+    dataset = Dataset.from_list(list(stream), features=stream.features)
+    if isinstance(dataset.features[image_column], DatasetsImage):
+        return dataset.cast_column(image_column, DatasetsImage())
+    return ensure_image_feature(dataset, image_column)
+
+
+def load_streaming_splits(
+    args: DataArguments,
+    seed: int = 0,
+    world_size: int = 1,
+    rank: int = 0,
+    load_kwargs: dict[str, Any] | None = None,
+) -> DataSplits:
+    """``--streaming``: the training split as a 🤗 ``datasets.IterableDataset``, read while training.
+
+    * Sources: a Hub dataset (``streaming=True``), an image folder, or Parquet/Arrow ``--train_file`` values (a
+      glob or comma-separated files: each file is a shard of the stream).
+    * The label space comes from the features (a ``ClassLabel``, or integer ids with ``--num_labels``): nothing is
+      scanned before training, and the images are not verified (a corrupt image stops the run when it is read).
+    * ``max_train_samples``: the first rows of the stream; then a shuffle of the shard order and a buffer of
+      ``args.shuffle_buffer_size`` examples, seeded (``set_epoch`` reshuffles each epoch).
+    * ``world_size > 1``: :func:`datasets.distributed.split_dataset_by_node` gives this ``rank`` its own part (whole
+      shards when they divide evenly, else every ``world_size``-th example). Pass it only to a loop that does not
+      shard the data itself: 🤗 Trainer / Accelerate shard a stream in ``accelerator.prepare`` (by shards when
+      there are at least as many as processes, else by batches), which :func:`mixpro_hf.pipeline.prepare` uses.
+    * Evaluation splits are map-style ``Dataset``s as without streaming: ``--validation_file`` / ``--test_file``
+      loaded as usual, a stream's validation / test split materialised (up to ``max_eval_samples`` rows), or,
+      with no validation split, the first ``max_eval_samples`` (default :data:`STREAM_HOLD_OUT`) rows of the
+      training stream held out (skipped by training).
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    load_kwargs = load_kwargs or {}
+    streams = _raw_streams(args, load_kwargs)
+    if "train" not in streams:
+        raise ValueError(f"the dataset has no 'train' split; it has {list(streams)}")
+    train = streams["train"]
+    features = train.features
+    if features is None:
+        raise ValueError("--streaming: the training stream declares no features (columns); use Parquet/Arrow files")
+    image_column = find_column(list(features), args.image_column_name, IMAGE_COLUMNS, "image")
+    label_column = find_column(list(features), args.label_column_name, LABEL_COLUMNS, "label")
+    names = _stream_label_names(features, label_column, args.num_labels)
+    feature = features[image_column]
+    if isinstance(feature, dict) and {"bytes", "path"} <= set(feature):
+        train = train.cast_column(image_column, DatasetsImage())
+    logger.info("--streaming: the training images are not verified before training (it would read the whole stream)")
+
+    def evaluation(split: str, path: str | None, stream: IterableDataset | None) -> Dataset | None:
+        if path:
+            dataset = _load_file(path, split, args.image_column_name, load_kwargs)
+        elif stream is not None:
+            dataset = _materialise(stream, image_column, args.max_eval_samples)
+        else:
+            return None
+        dataset = _align_split(dataset, label_column, names, split)
+        if args.max_eval_samples is not None and len(dataset) > args.max_eval_samples:
+            dataset = dataset.shuffle(seed=seed).select(range(args.max_eval_samples))
+        dataset = ensure_image_feature(dataset, image_column)
+        if args.verify_images:
+            dataset = verify_images(dataset, image_column, skip_bad_images=args.skip_bad_images, split=split)
+        return dataset
+
+    validation_stream = next((streams[s] for s in VALIDATION_SPLITS if s in streams), None)
+    test_stream = next((streams[s] for s in TEST_SPLITS if s in streams), None)
+    validation = evaluation("validation", args.validation_file, validation_stream)
+    test = evaluation("test", args.test_file, test_stream)
+    if validation is None:
+        if args.train_val_split > 0 or test is None:
+            held = args.max_eval_samples or STREAM_HOLD_OUT
+            validation = evaluation("validation", None, train.take(held))
+            train = train.skip(held)
+        else:
+            validation = test
+    if args.max_train_samples is not None:
+        train = train.take(args.max_train_samples)
+    train = train.shuffle(seed=seed, buffer_size=args.shuffle_buffer_size)
+    if world_size > 1:
+        train = split_dataset_by_node(train, rank=rank, world_size=world_size)
+    return DataSplits(train, validation, test, image_column, label_column, names)

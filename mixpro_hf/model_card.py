@@ -45,6 +45,8 @@ SPLITS = {"eval": "validation", "test": "test"}
 METRICS = {
     "accuracy": ("accuracy", "Top-1 accuracy"), "top5_accuracy": ("top_5_accuracy", "Top-5 accuracy"),
     "ece": ("ece", "Expected calibration error (ECE)"), "loss": (None, "Loss"),
+    "ece_calibrated": (None, "ECE after temperature scaling (--calibrate)"),
+    "temperature": (None, "Temperature fitted on validation (--calibrate)"),
 }  # fmt: skip
 SPEED = ("runtime", "samples_per_second", "steps_per_second")
 RECIPE = (

@@ -48,8 +48,16 @@ NO_DECAY_NAMES = (
 
 @dataclass
 class ModelArguments:
-    """Which model to train: a pretrained checkpoint (fine-tuning) or a fresh one (from scratch)."""
+    """Which model to train: a pretrained checkpoint (fine-tuning) or a fresh one (from scratch), the training
+    recipe, and how checkpoints are loaded (🤗 ``run_image_classification.py`` names)."""
 
+    recipe: Literal["deit", "none"] | None = field(
+        default=None,
+        metadata={
+            "help": "Training recipe for every flag not given: deit (paper Table 11 + reference code) or none "
+            "(🤗's defaults). Unset: deit from scratch, none with --model_name_or_path."
+        },
+    )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub id or local checkpoint to fine-tune. Unset: train from scratch."}
     )
@@ -75,8 +83,51 @@ class ModelArguments:
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "Attention kernel: sdpa, eager, flash_attention_2."}
     )
-    image_processor_name: str | None = field(default=None, metadata={"help": "Image processor to load."})
+    config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Config to load (Hub id or path) instead of the checkpoint's; from scratch, instead of "
+            "--model_type's default config (--model_size and --config_overrides still apply)."
+        },
+    )
+    image_processor_name: str | None = field(
+        default=None, metadata={"help": "Image processor to load (Hub id or path) instead of the checkpoint's."}
+    )
     ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "Allow a new classifier head size."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where downloaded models and datasets are cached (🤗's cache by default)."}
+    )
+    model_revision: str = field(
+        default="main", metadata={"help": "Branch, tag or commit of the checkpoint, config and image processor."}
+    )
+    token: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "Hub token for private models and datasets (default: HF_TOKEN or the saved login); never "
+            "printed or saved."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Run code from the checkpoint's Hub repository (custom models, configs, processors). Only for "
+            "repositories you trust (datasets 4+ never run dataset scripts)."
+        },
+    )
+
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of every ``from_pretrained`` call: cache, revision, token, remote code."""
+        return {
+            "cache_dir": self.cache_dir,
+            "revision": self.model_revision,
+            "token": self.token,
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``datasets.load_dataset``: cache and token."""
+        return {"cache_dir": self.cache_dir, "token": self.token}
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -157,9 +208,10 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
     labels = dict(num_labels=len(names), id2label=id2label, label2id=label2id)
     source = model_args.model_name_or_path
     rate = model_args.drop_path_rate
+    hub = model_args.pretrained_kwargs()
     if source:
         try:
-            config = AutoConfig.from_pretrained(source, **labels)
+            config = AutoConfig.from_pretrained(model_args.config_name or source, **labels, **hub)
             if rate is not None:
                 apply_drop_path(config, rate)
             model = AutoModelForImageClassification.from_pretrained(
@@ -167,12 +219,15 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
                 config=config,
                 ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
                 attn_implementation=model_args.attn_implementation,
+                **hub,
             )
-            processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or source)
+            processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or source, **hub)
         except OSError as err:
             raise ValueError(f"could not load model {source!r}: {err}") from err
         except RuntimeError as err:
-            if "size mismatch" not in str(err):
+            # transformers 4.x: "size mismatch for classifier.weight ..."; 5.x: "You set `ignore_mismatched_sizes`
+            # to `False`, thus raising an error" (after a report of the mismatched keys)
+            if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
                 raise
             raise ValueError(
                 f"the classifier of {source!r} does not fit the {len(names)} classes of the data: pass "
@@ -180,7 +235,13 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
             ) from err
     else:
         rate = RECIPE_DROP_PATH_RATE if rate is None else rate
-        config = AutoConfig.for_model(model_args.model_type)
+        if model_args.config_name:
+            try:
+                config = AutoConfig.from_pretrained(model_args.config_name, **hub)
+            except OSError as err:
+                raise ValueError(f"could not load config {model_args.config_name!r}: {err}") from err
+        else:
+            config = AutoConfig.for_model(model_args.model_type)
         if model_args.model_size:
             hidden, layers, heads = MODEL_SIZES[model_args.model_size]
             config.update(
@@ -201,12 +262,17 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
         if isinstance(classes, (list, tuple)):  # e.g. DeiT: train the plain classifier, not the one with a teacher
             config.architectures = [classes[0].__name__]
         apply_drop_path(config, rate)
-        model = AutoModelForImageClassification.from_config(config, attn_implementation=model_args.attn_implementation)
-        processor = ViTImageProcessor(
-            size={"height": config.image_size, "width": config.image_size},
-            image_mean=list(IMAGENET_MEAN),
-            image_std=list(IMAGENET_STD),
+        model = AutoModelForImageClassification.from_config(
+            config, attn_implementation=model_args.attn_implementation, trust_remote_code=model_args.trust_remote_code
         )
+        if model_args.image_processor_name:
+            processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name, **hub)
+        else:
+            processor = ViTImageProcessor(
+                size={"height": config.image_size, "width": config.image_size},
+                image_mean=list(IMAGENET_MEAN),
+                image_std=list(IMAGENET_STD),
+            )
     if rate is not None and apply_drop_path(model, rate) == "unsupported" and rate > 0:
         logger.warning(
             "model type %r has no stochastic depth: --drop_path_rate %s is not applied", model.config.model_type, rate

@@ -19,23 +19,52 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import transformers
 
-from .arguments import parse_args
+from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
+from .hub import PushToHubError
 from .metrics import compute_metrics
-from .pipeline import prepare, resolve_checkpoint, save_run_record, write_figures
-from .trainer import MixProTrainer
+from .pipeline import calibrate, num_examples, prepare, resolve_checkpoint, save_run_record, write_figures
+from .trainer import CheckpointSaveError, MixProTrainer, TrainingStopped
 
 logger = logging.getLogger("mixpro_hf.train")
+LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"
+
+
+def setup_logging(training_args: transformers.TrainingArguments) -> None:
+    """🤗's example-script conventions: the process's level from ``training_args.get_process_log_level()``
+    (``--log_level``, ``--log_level_replica``) for transformers and datasets; mixpro_hf's own messages at INFO
+    on the main process unless ``--log_level`` says otherwise. No handler is added here (see :func:`main`)."""
+    log_level = training_args.get_process_log_level()
+    transformers.utils.logging.set_verbosity(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    passive = training_args.log_level == "passive" and training_args.should_log
+    logging.getLogger("mixpro_hf").setLevel(logging.INFO if passive else log_level)
+
+
+def _console_handler() -> logging.Handler:
+    """A stdout handler on the ``mixpro_hf`` logger, in 🤗's format. Not on the root logger: transformers,
+    datasets and huggingface_hub print through their own handlers and would print twice through a root one."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    logging.getLogger("mixpro_hf").addHandler(handler)
+    return handler
 
 
 def run(argv: Sequence[str]) -> dict[str, Any]:
     """Train, evaluate, and write the output directory; returns the final metrics."""
     model_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
+    given = given_flags(argv)
+    setup_logging(training_args)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    prepared = prepare(model_args, data_args, training_args)
+    prepared = prepare(model_args, data_args, training_args, checkpoint)
+    if prepared.test_set is None and "do_predict" in given and training_args.do_predict:
+        raise ValueError("--do_predict needs a test split: --test_file, or a dataset with a 'test' split")
+    if "logging_steps" not in given:  # a short run still logs its alpha curve
+        steps = training_steps(training_args, num_examples(prepared.train_set) or 0)
+        training_args.logging_steps = short_run_logging_steps(training_args.logging_steps, steps)
+    logger.info(recipe_summary(model_args, training_args))
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end, with the card
     trainer = MixProTrainer(
         model=prepared.model,
@@ -45,8 +74,12 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         processing_class=prepared.processor,
         compute_metrics=compute_metrics,
     )
+    output_dir = Path(training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()  # every process checked the output folder before it is written to
+    if trainer.is_world_process_zero() and training_args.do_train:
+        save_run_record(output_dir, model_args, data_args, training_args, prepared.label_names)
     try:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint) if training_args.do_train else None
     except KeyboardInterrupt:
         if trainer.state.global_step > 0:
             trainer._save_checkpoint(trainer.model, trial=None)
@@ -57,21 +90,30 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
             )
         raise
 
-    output_dir = Path(training_args.output_dir)
-    trainer.save_model()
-    metrics: dict[str, Any] = {**train_result.metrics, "train_samples": len(prepared.train_set)}
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    splits = [("eval", prepared.eval_set)] + ([("test", prepared.test_set)] if prepared.test_set is not None else [])
+    if train_result is not None:
+        trainer.save_model()
+        metrics: dict[str, Any] = dict(train_result.metrics)
+        if num_examples(prepared.train_set) is not None:  # a stream (--streaming) has no length
+            metrics["train_samples"] = num_examples(prepared.train_set)
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+    splits = [("eval", prepared.eval_set)] if training_args.do_eval else []
+    if training_args.do_predict and prepared.test_set is not None:
+        splits.append(("test", prepared.test_set))
     for prefix, dataset in splits:
         split_metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
         split_metrics[f"{prefix}_samples"] = len(dataset)
         trainer.log_metrics(prefix, split_metrics)
         trainer.save_metrics(prefix, split_metrics)
+    if training_args.calibrate and prepared.eval_set is not None:
+        calibration = calibrate(trainer, prepared.eval_set, prepared.test_set if training_args.do_predict else None)
+        trainer.log_metrics("calibration", calibration)
+        trainer.save_metrics("calibration", calibration)
+    if train_result is None:  # evaluation only: metrics, no new checkpoint, figures or card
+        return json.loads((output_dir / "all_results.json").read_text())
     trainer.save_state()
 
     if trainer.is_world_process_zero():
-        save_run_record(output_dir, model_args, data_args, training_args)
         write_figures(prepared, trainer.state.log_history, output_dir, training_args.mask_scale, training_args.seed)
     trainer.create_model_card(dataset=data_args.dataset_name)
     if push:
@@ -83,14 +125,24 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; prints a one-line error (exit 2) for bad input found before training."""
+    """Console entry point; one line on stderr for: bad input found before training (exit 2), a failed checkpoint
+    save or Hub push (exit 1), a SIGTERM that stopped training after a checkpoint (exit 143)."""
+    handler = _console_handler()
     try:
         results = run(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return 130
+    except TrainingStopped as err:
+        print(f"mixpro-train: {err}", file=sys.stderr)
+        return err.exit_code
     except (ValueError, FileNotFoundError) as err:
         print(f"mixpro-train: error: {err}", file=sys.stderr)
         return 2
+    except (CheckpointSaveError, PushToHubError) as err:
+        print(f"mixpro-train: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        logging.getLogger("mixpro_hf").removeHandler(handler)
     summary = {k: v for k, v in results.items() if k.endswith(("accuracy", "ece"))}
     print("final metrics:", json.dumps(summary))
     return 0

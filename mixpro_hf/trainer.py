@@ -6,12 +6,18 @@ the patch size, number of labels and token layout are read from the model's conf
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint, rotate_checkpoints
 
 from .collator import MixProCollator, pop_mix
 from .loss import learnable_alpha_parameter, mean_mix_stats
@@ -22,6 +28,71 @@ from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
 LEARNABLE_ALPHA_FILE = "mixpro_learnable_alpha.pt"
+#: Checkpoints are written to ``output_dir/.mixpro-saving/checkpoint-N`` and renamed to ``output_dir/checkpoint-N``
+#: when complete, so an interrupted save never leaves a ``checkpoint-N`` folder behind.
+STAGING_DIR = ".mixpro-saving"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (a full disk, ...); ``str()`` is one line and the previous checkpoint is
+    intact."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on a signal (SIGTERM) after a complete checkpoint; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, *, exit_code: int, checkpoint: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint
+
+
+class StopOnSignal(TrainerCallback):
+    """Saves a checkpoint and stops training at the next optimizer-step boundary once :meth:`request` was called
+    (the SIGTERM handler of :meth:`MixProTrainer.train`); every process stops at the same step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def request(self, signum: int, frame: Any = None) -> None:
+        """Signal handler: remember the signal; the training loop stops at the end of the current step."""
+        self.signum = signum
+
+    def _requested_anywhere(self, args: TrainingArguments) -> bool:
+        requested = self.signum is not None
+        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([float(requested)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+            if requested and self.signum is None:
+                self.signum = signal.SIGTERM
+        return requested
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self._requested_anywhere(args):
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    @contextlib.contextmanager
+    def installed(self, signum: int = signal.SIGTERM) -> Iterator[None]:
+        """Handle ``signum`` with :meth:`request` inside the block (main thread only), then restore the handler."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signum, self.request)
+        try:
+            yield
+        finally:
+            signal.signal(signum, previous)
 
 
 class MixProTrainer(Trainer):
@@ -131,25 +202,120 @@ class MixProTrainer(Trainer):
             self._mix_stats.clear()
         super().log(logs, start_time)
 
+    # ------------------------------------------------------------------ training, SIGTERM
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
+        """``Trainer.train``, plus: a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary
+        and raises :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
+        stop = StopOnSignal()
+        self.add_callback(stop)
+        try:
+            with stop.installed(signal.SIGTERM):
+                result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+        finally:
+            self.remove_callback(stop)
+        if stop.signum is not None and self.state.global_step < self.state.max_steps:
+            raise self._stopped(stop.signum)
+        return result
+
+    def _stopped(self, signum: int) -> TrainingStopped:
+        step = self.state.global_step
+        checkpoint = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        message = (
+            f"stopped by {signal.Signals(signum).name}: a complete checkpoint of step {step} is in {checkpoint}; "
+            "continue with --resume_from_checkpoint last"
+        )
+        return TrainingStopped(message, exit_code=128 + signum, checkpoint=checkpoint)
+
+    # ------------------------------------------------------------------ atomic checkpoints
+
+    _staging_root: str | None = None  # set while Trainer._save_checkpoint writes into the staging folder
+
+    def _get_output_dir(self, trial: Any) -> str:
+        """The run folder; the staging folder while :meth:`_save_checkpoint` writes a checkpoint."""
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Save a checkpoint atomically: written to ``output_dir/.mixpro-saving/checkpoint-N``, renamed to
+        ``output_dir/checkpoint-N`` when complete, then older checkpoints are rotated out.
+
+        An ``OSError`` (a full disk, ...) removes the partial folder and raises :class:`CheckpointSaveError`;
+        the previous checkpoints are untouched."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(staged, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+            self._fix_best_checkpoint_path(staged, final)
+        except OSError as err:
+            if self.args.should_save:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise CheckpointSaveError(self._save_error(err, final, run_dir)) from err
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            _replace_dir(staged, final)
+            with contextlib.suppress(OSError):  # leave no empty staging folder behind
+                os.rmdir(staging_root)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def _fix_best_checkpoint_path(self, staged: str, final: str) -> None:
+        """``Trainer`` records the best checkpoint under the staging path: point it (and the staged
+        ``trainer_state.json``) at the final folder."""
+        if self.state.best_model_checkpoint != staged:
+            return
+        self.state.best_model_checkpoint = final
+        if self.args.should_save:
+            self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+
+    @staticmethod
+    def _save_error(err: OSError, final: str, run_dir: str) -> str:
+        """One line: what failed, that the previous checkpoint is intact, how to go on."""
+        previous = get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        reason = f"[Errno {err.errno}] {err.strerror}" if err.strerror else str(err).splitlines()[0]
+        return (
+            f"could not save {final}: {reason}; {kept}; free some space, then continue with "
+            "--resume_from_checkpoint last"
+        )
+
     # ------------------------------------------------------------------ resume
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Restore the weights through ``from_pretrained``.
+        """Restore the weights through ``from_pretrained`` (only; no ``Trainer`` reload before it).
 
         ``Trainer`` (transformers 5.x) reloads ``model.safetensors`` with ``load_state_dict(strict=False)``,
         but ``save_pretrained`` writes the checkpoint under the legacy parameter names of models whose
-        modules were renamed (ViT, DeiT, ...): the keys do not match and the weights are silently not
-        restored. ``from_pretrained`` applies the name conversion, so a resumed run continues exactly.
+        modules were renamed (ViT, DeiT, ...): the keys do not match, the weights are silently not
+        restored and a long "missing / unexpected keys" listing is logged. ``from_pretrained`` applies the
+        name conversion and ``load_state_dict(strict=True)`` checks every key, so a resumed run continues
+        exactly. Sharded (DeepSpeed, FSDP), PEFT and non-``PreTrainedModel`` checkpoints take ``Trainer``'s path.
         """
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
         target = unwrap_model(model if model is not None else self.model)
-        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
-        if sharded or not isinstance(target, PreTrainedModel):
-            return
-        if not os.path.isfile(os.path.join(resume_from_checkpoint, "config.json")):
+        if not self._loads_with_from_pretrained(resume_from_checkpoint, target):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
         restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
         target.load_state_dict(restored.state_dict(), strict=True)
+
+    def _loads_with_from_pretrained(self, checkpoint: str, target: nn.Module) -> bool:
+        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+        if sharded or not isinstance(target, PreTrainedModel) or getattr(target, "peft_config", None):
+            return False
+        has_weights = any(os.path.isfile(os.path.join(checkpoint, name)) for name in WEIGHT_FILES)
+        return has_weights and os.path.isfile(os.path.join(checkpoint, "config.json"))
 
     # ------------------------------------------------------------------ optimisation
 
@@ -249,3 +415,16 @@ class MixProTrainer(Trainer):
             commit_message=commit_message or "End of training",
             revision=revision or self.args.hub_revision,
         )
+
+
+def _replace_dir(source: str, target: str) -> None:
+    """Rename the complete folder ``source`` to ``target``; an existing ``target`` (the same step saved again) is
+    moved aside first and deleted only after the rename."""
+    if not os.path.exists(target):
+        os.replace(source, target)
+        return
+    old = f"{source}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 The MixPro fields are inherited from :class:`mixpro_hf.recipe.MixProConfig`, their one declaration, so the
 ``HfArgumentParser`` flags, their defaults and help, and the model card's settings table all come from there.
-Only the two settings of where the Trainer mixes are declared here.
+Only the two settings of where the Trainer mixes, and ``calibrate``, are declared here.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import HubStrategy
 
 from .recipe import MixProConfig
 
@@ -33,6 +34,27 @@ class MixProTrainingArguments(MixProConfig, TrainingArguments):
     mix_patch_size: int | None = field(
         default=None,
         metadata={"help": "Mixing grid cell in pixels; default the model's config.patch_size (needed for CNNs)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the run in a non-empty output_dir: its results, figures, checkpoints, weights and "
+            "mixpro_hf model card are deleted before training; a file mixpro-train did not write stops the run."
+        },
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, fit a softmax temperature on the validation logits (temperature scaling, "
+            "Guo et al. 2017) and report eval_temperature and the validation/test ECE before and after "
+            "(*_ece, *_ece_calibrated) in all_results.json and the model card; top-1 is unchanged."
+        },
+    )
+    hub_strategy: HubStrategy | str = field(
+        default="end",
+        metadata={
+            "help": "With push_to_hub: 'end' (the only one supported) pushes once, at the end, with the model card."
+        },
     )
 
     def __post_init__(

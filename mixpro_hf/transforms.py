@@ -33,6 +33,29 @@ DEFAULT_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
 AUTO_AUGMENT_OFF = ("", "none")
 
 
+def posterize_any_bits(img: Image.Image, bits_to_keep: int, **kwargs: object) -> Image.Image:
+    """timm's ``posterize``, also for 0 bits kept: an all-black image, as Pillow < 13 gave. timm's
+    ``PosterizeIncreasing`` (the ``inc1`` set) keeps 0 bits at magnitude 10, which ``rand-m9-mstd0.5`` reaches, and
+    Pillow 13 refuses 0 bits (a ValueError that would stop training)."""
+    from timm.data import auto_augment
+
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def _patch_posterize(transform: object) -> None:
+    """Swap timm's ``posterize`` for :func:`posterize_any_bits` in the auto-augment ops of ``transform``."""
+    from timm.data import auto_augment
+
+    for step in getattr(transform, "transforms", []):
+        ops = list(getattr(step, "ops", []))  # RandAugment, AugMix
+        ops += [op for sub in getattr(step, "policy", []) for op in sub]  # AutoAugment
+        for op in ops:
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = posterize_any_bits
+
+
 def auto_augment_policy(auto_augment: str | None) -> str | None:
     """The timm auto-augment string to use, or None where ``auto_augment`` turns it off (None, ``""``, ``"none"``)."""
     if auto_augment is None or auto_augment.strip().lower() in AUTO_AUGMENT_OFF:
@@ -93,6 +116,7 @@ def build_transforms(
         re_mode=args.random_erasing_mode,
         re_count=1,
     )
+    _patch_posterize(train)
     evaluation = create_transform(
         image_size, is_training=False, crop_pct=args.crop_pct, interpolation=args.interpolation, mean=mean, std=std
     )

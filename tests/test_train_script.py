@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +75,7 @@ def test_embedded_default_writes_a_complete_output_dir(tmp_path):
     # the from-scratch recipe of paper Table 11 fills the flags that were not given
     args = run["training_args"]
     assert args["weight_decay"] == 0.05 and args["label_smoothing_factor"] == 0.1
-    assert args["lr_scheduler_type"] == "cosine" and args["mask_scale"] == 2
+    assert args["lr_scheduler_type"] == "cosine_with_min_lr" and args["mask_scale"] == 2
     card = ModelCard.load(out / "README.md")
     assert "mixpro" in card.data.tags
 
@@ -262,33 +258,6 @@ def test_ctrl_c_leaves_a_complete_resumable_checkpoint(tmp_path, monkeypatch):
     assert train.main(flags + ["--resume_from_checkpoint", "last"]) == 0
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 5
-
-
-def test_two_processes_with_accelerate_launch(tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    script = shutil.which("mixpro-train", path=os.path.dirname(sys.executable))
-    if accelerate is None or script is None:
-        pytest.fail("accelerate and mixpro-train must be installed in the test environment")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    cmd = [
-        accelerate,
-        "launch",
-        "--num_processes",
-        "2",
-        "--cpu",
-        "--main_process_port",
-        port,
-        script,
-        *fast(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3
-    assert "final metrics" in proc.stdout
 
 
 def test_no_trainer_accelerate_loop(tmp_path):

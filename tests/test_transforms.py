@@ -187,3 +187,21 @@ def test_bad_values_are_refused(kwargs: dict, message: str) -> None:
         DataArguments(**kwargs)
     assert "\n" not in str(info.value)
     assert str(next(iter(kwargs.values()))) in str(info.value)
+
+
+def test_posterize_increasing_at_magnitude_10_does_not_stop_training():
+    """timm's PosterizeIncreasing keeps 0 bits at magnitude 10 (reached by rand-m9-mstd0.5); Pillow 13 refuses 0."""
+    from timm.data import auto_augment
+
+    from mixpro_hf.data import DataArguments
+    from mixpro_hf.transforms import build_transforms, posterize_any_bits
+
+    image = Image.new("RGB", (8, 8), (200, 100, 50))
+    assert posterize_any_bits(image, 0).getpixel((0, 0)) == (0, 0, 0)
+    assert posterize_any_bits(image, 8) is image
+    train, _ = build_transforms(16, (0.5,) * 3, (0.5,) * 3, DataArguments())
+    ops = [op for step in train.transforms for op in getattr(step, "ops", [])]
+    assert ops and not any(op.aug_fn is auto_augment.posterize for op in ops)
+    op = next(op for op in ops if op.name == "PosterizeIncreasing")
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0
+    op(image)

@@ -1,0 +1,176 @@
+"""MixPro and its baselines on scikit-learn's digits with the embedded default job: small-scale evidence on a CPU.
+
+Every method trains the default job's model with the default job's budget and flags (``mixpro-train`` with no
+arguments: :data:`mixpro_hf.arguments.DIGITS_MODEL` / :data:`~mixpro_hf.arguments.DIGITS_FLAGS`, the ``deit``
+recipe); only ``--mix_method`` and ``--seed`` change. The runs are in-process (``parse_args`` →
+:func:`mixpro_hf.pipeline.prepare` → :class:`~mixpro_hf.trainer.MixProTrainer`), then each model is evaluated on
+the held-out test digits: top-1, top-5, ECE (:func:`mixpro_hf.metrics.classification_metrics`), the ECE after
+temperature scaling fitted on the validation split (:func:`mixpro_hf.metrics.fit_temperature`), and top-1 under
+random patch dropping (paper §4.3.1; :func:`benchmarks.cifar10.drop_patches` on the normalised test images, on
+the model's patch grid, 0-90 % of the patches set to 0; the drops come from a fixed seed per ratio, so every
+model sees the same ones).
+
+Seeds are the outer loop, and the result file is rewritten after every run, so a run cut short still leaves
+every method with the same seeds (``"complete": false`` and the seed count say so).
+
+    python benchmarks/digits.py                                   # 5 methods x 5 seeds (about 25 default jobs)
+    python benchmarks/digits.py --seeds 0 1 --methods none mixpro  # a quicker look
+    python benchmarks/digits.py --seeds 0 --max_steps 5 --name digits_smoke  # other flags go to mixpro-train
+
+Writes ``results/digits_comparison.json`` and ``results/digits_robustness.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.cifar10 import drop_patches, plot_robustness, summarize  # noqa: E402
+from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
+from mixpro_hf.arguments import DIGITS_FLAGS, DIGITS_MODEL, parse_args  # noqa: E402
+from mixpro_hf.metrics import (  # noqa: E402
+    classification_metrics,
+    compute_metrics,
+    expected_calibration_error,
+    fit_temperature,
+)
+from mixpro_hf.pipeline import prepare, split_logits  # noqa: E402
+from mixpro_hf.trainer import MixProTrainer  # noqa: E402
+
+METHODS = ("none", "mixup_cutmix", "transmix", "maskmix", "mixpro")
+DROP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
+DROP_SEED = 1234
+
+
+def test_images(test_set: Any) -> tuple[torch.Tensor, np.ndarray]:
+    """The normalised test images ``(N, 3, H, W)`` (evaluation transform) and their labels."""
+    rows = [test_set[i] for i in range(len(test_set))]
+    return torch.stack([r["pixel_values"] for r in rows]), np.array([int(r["labels"]) for r in rows])
+
+
+@torch.no_grad()
+def robustness(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, patch: int) -> dict[str, float]:
+    """Top-1 with 0, 10, ..., 90 % of each image's patches set to 0 (the same drops for every model)."""
+    model.eval()
+    device = next(model.parameters()).device
+    top1 = {}
+    for ratio in DROP_RATIOS:
+        generator = torch.Generator().manual_seed(DROP_SEED + int(round(ratio * 100)))
+        dropped = drop_patches(images, ratio, patch, generator) if ratio > 0 else images
+        logits = torch.cat([model(pixel_values=x.to(device)).logits.float().cpu() for x in dropped.split(256)])
+        top1[str(ratio)] = float((logits.argmax(1).numpy() == labels).mean())
+    return top1
+
+
+def run_one(method: str, seed: int, work_dir: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Train the default job with ``--mix_method method --seed seed`` (and the mixpro-train flags ``extra``);
+    its test metrics, calibration and robustness."""
+    argv = ["--mix_method", method, "--seed", str(seed), "--output_dir", str(work_dir / f"{method}-{seed}")]
+    argv += ["--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True", *extra]
+    model_args, data_args, training_args = parse_args(argv)
+    start = time.perf_counter()
+    prepared = prepare(model_args, data_args, training_args)
+    trainer = MixProTrainer(
+        model=prepared.model,
+        args=training_args,
+        train_dataset=prepared.train_set,
+        eval_dataset=prepared.eval_set,
+        processing_class=prepared.processor,
+        compute_metrics=compute_metrics,
+    )
+    trainer.train()
+    train_s = time.perf_counter() - start
+    eval_logits, eval_labels = split_logits(trainer, prepared.eval_set)
+    logits, labels = split_logits(trainer, prepared.test_set)
+    temperature = fit_temperature(eval_logits, eval_labels)
+    images, image_labels = test_images(prepared.test_set)
+    run = {"method": method, "seed": seed, **classification_metrics(logits, labels)}
+    run["ece_calibrated"] = expected_calibration_error(logits / temperature, labels)
+    run["temperature"] = temperature
+    run["eval_accuracy"] = classification_metrics(eval_logits, eval_labels)["accuracy"]
+    run["robustness_top1"] = robustness(trainer.model, images, image_labels, prepared.patch_size)
+    run["train_seconds"], run["total_seconds"] = train_s, time.perf_counter() - start
+    return run
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`benchmarks.cifar10.summarize` plus the calibrated ECE and the temperature."""
+    summary = summarize(runs)
+    for key in ("ece_calibrated", "temperature", "eval_accuracy"):
+        values = [r[key] for r in runs]
+        summary["mean"][key] = statistics.fmean(values)
+        summary["std"][key] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
+
+
+def payload(
+    runs: list[dict[str, Any]], methods: Sequence[str], seeds: Sequence[int], extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The result file's content: settings, per-method runs and mean/std over the seeds finished by every
+    method."""
+    done = [s for s in seeds if all(any(r["method"] == m and r["seed"] == s for r in runs) for m in methods)]
+    results = {}
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method and r["seed"] in done]
+        if mine:
+            results[method] = {"runs": mine, **aggregate(mine)}
+    return {
+        "benchmark": "digits comparison",
+        "settings": {
+            "data": "scikit-learn digits, 8x8 upscaled; 80/20 train/test split, 15 % of train for validation",
+            "config_overrides": DIGITS_MODEL,
+            "digits_flags": {k: v for k, v in DIGITS_FLAGS.items() if k != "output_dir"},
+            "methods": list(methods),
+            "seeds_planned": list(seeds),
+            "seeds": done,
+            "drop_ratios": list(DROP_RATIOS),
+            "drop_seed": DROP_SEED,
+            "torch_threads": torch.get_num_threads(),
+            "extra_flags": list(extra),
+        },
+        "complete": len(done) == len(seeds),
+        "results": results,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--name", default="digits_comparison")
+    args, extra = parser.parse_known_args(argv)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="mixpro-digits-cmp-") as tmp:
+        for seed in args.seeds:
+            for method in args.methods:
+                run = run_one(method, seed, Path(tmp), extra)
+                print(
+                    f"{method:13s} seed {seed}: top-1 {run['accuracy']:.4f} top-5 {run['top5_accuracy']:.4f} "
+                    f"ECE {run['ece']:.4f} -> {run['ece_calibrated']:.4f} (T {run['temperature']:.3f}) "
+                    f"top-1@50% drop {run['robustness_top1']['0.5']:.4f} ({run['total_seconds']:.0f} s)",
+                    flush=True,
+                )
+                runs.append(run)
+            result = payload(runs, args.methods, args.seeds, extra)
+            write_result(args.name, result)
+            if result["results"]:
+                title = f"digits, default job, seeds {result['settings']['seeds']} (small-scale CPU evidence)"
+                plot_robustness(result["results"], RESULTS_DIR / f"{args.name.replace('comparison', 'robustness')}.png",
+                                title)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
