@@ -53,7 +53,8 @@ RECIPE = (
     ("Optimizer", "optim"), ("Learning rate", "learning_rate"), ("Learning-rate schedule", "lr_scheduler_type"),
     ("Train batch size (per device)", "per_device_train_batch_size"),
     ("Gradient accumulation steps", "gradient_accumulation_steps"), ("Epochs", "num_train_epochs"),
-    ("Max steps", "max_steps"), ("Weight decay", "weight_decay"), ("Seed", "seed"),
+    ("Max steps", "max_steps"), ("Weight decay", "weight_decay"), ("Gradient clipping (max norm)", "max_grad_norm"),
+    ("Seed", "seed"),
 )  # fmt: skip
 
 
@@ -168,6 +169,7 @@ def generate_model_card(
     shown = [(label, k) for label, k in RECIPE if k != "max_steps" or _is_number(args.get(k)) and args[k] > 0]
     recipe_rows = [(label, _fmt(args.get(k))) for label, k in shown]
     recipe_rows.insert(-1, ("Warm-up", _warmup(args)))
+    recipe_rows.insert(0, ("Recipe (`--recipe`)", _fmt(model_args.get("recipe"))))
 
     card_data = ModelCardData(
         language=language,
