@@ -9,6 +9,7 @@ meaningful on a quiet machine: the 1-minute load average before each run is reco
 
     python benchmarks/digits_default_job.py                  # seeds 0-4, timings of the first 3
     python benchmarks/digits_default_job.py --seeds 0 1 --timed 1
+    python benchmarks/digits_default_job.py --seeds 0 1 2 --update   # retime 3 seeds, keep the others
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 from mixpro_hf.arguments import DIGITS_FLAGS, DIGITS_MODEL  # noqa: E402
 
 TARGET_TOP1, TARGET_WALL_S = 0.90, 180.0
@@ -61,10 +62,10 @@ def run_seed(seed: int, output_dir: Path) -> dict[str, Any]:
     return run
 
 
-def summarize(runs: list[dict[str, Any]], timed: int) -> dict[str, Any]:
-    """Mean ± sample std of the test metrics, the median wall time of the first ``timed`` runs, the verdicts."""
+def summarize(runs: list[dict[str, Any]], timed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± sample std of the test metrics, the median wall time of the ``timed`` runs, the verdicts."""
     top1 = [r["test_accuracy"] for r in runs]
-    walls = [r["wall_s"] for r in runs[:timed]]
+    walls = [r["wall_s"] for r in timed]
     std = statistics.stdev(top1) if len(top1) > 1 else 0.0
     return {
         "test_top1_mean": statistics.mean(top1),
@@ -86,22 +87,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timed", type=int, default=3, help="median wall time over the first N runs")
     parser.add_argument("--name", default="digits_default_job")
     parser.add_argument("--note", default=None, help="a remark stored with the results (e.g. the machine was busy)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="rerun only --seeds and time them: they replace those seeds' runs in the existing result file, whose "
+        "other seeds are kept (e.g. to retime on a quiet machine)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mixpro-digits-") as tmp:
-        runs = [run_seed(seed, Path(tmp) / f"seed{seed}") for seed in args.seeds]
+        new = [run_seed(seed, Path(tmp) / f"seed{seed}") for seed in args.seeds]
+    timed = new[: args.timed]
+    runs = new
+    if args.update:
+        old = json.loads((RESULTS_DIR / f"{args.name}.json").read_text())
+        runs = sorted([r for r in old["runs"] if r["seed"] not in args.seeds] + new, key=lambda r: r["seed"])
     payload = {
         "benchmark": "digits default job",
         "settings": {
             "command": "mixpro-train --seed S --output_dir <tmp>",
             "config_overrides": DIGITS_MODEL,
             "digits_flags": DIGITS_FLAGS,
-            "seeds": args.seeds,
-            "timed_runs": min(args.timed, len(runs)),
+            "seeds": [r["seed"] for r in runs],
+            "timed_seeds": [r["seed"] for r in timed],
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "note": args.note,
         },
         "runs": runs,
-        **summarize(runs, args.timed),
+        **summarize(runs, timed),
     }
     write_result(args.name, payload)
 

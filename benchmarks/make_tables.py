@@ -168,8 +168,10 @@ def digits_default_job_table(name: str, payload: dict[str, Any]) -> str:
         "",
         f"Test top-1 {100 * payload['test_top1_mean']:.1f} ± {100 * payload['test_top1_std']:.1f} % over "
         f"{len(runs)} seeds (min {100 * payload['test_top1_min']:.1f} %); median wall time "
-        f"{payload['median_wall_s']:.0f} s. Targets ({verdict}).",
+        f"{payload['median_wall_s']:.0f} s (seeds {s.get('timed_seeds')}). Targets ({verdict}).",
     ]
+    if s.get("note"):
+        lines[-1] += f" Note: {s['note']}."
     return "\n".join(lines)
 
 
@@ -182,8 +184,8 @@ def digits_comparison_table(name: str, payload: dict[str, Any]) -> str:
     lines = [
         f"**Digits, small-scale CPU evidence{status}** (the default job's ViT `{s.get('config_overrides')}` and "
         f"budget, {s.get('digits_flags', {}).get('num_train_epochs')} epochs; only `--mix_method` differs; "
-        f"seeds {seeds}; test split; mean ± std over seeds, %; ECE after temperature scaling fitted on the "
-        f"validation split). {_source(name, payload)}",
+        f"seeds {seeds}; test split; mean ± std over seeds, %, ECE × 100; calibrated: temperature scaling fitted "
+        f"on the validation split). {_source(name, payload)}",
         "",
         "| method | top-1 | top-5 | ECE | ECE, calibrated | top-1, 50 % patches dropped | top-1, 80 % dropped |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -91,6 +91,11 @@ def _fmt(value: Any) -> str:
     return "`" + str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`"
 
 
+def _setting(args: dict[str, Any], name: str) -> str:
+    """A recorded setting; one recorded as ``None`` (e.g. ``cutmix_minmax``) is "unset", not "not recorded"."""
+    return "unset" if name in args and args[name] is None else _fmt(args.get(name))
+
+
 def _warmup(args: dict[str, Any]) -> str:
     """Warm-up as recorded: ``warmup_steps`` (a float < 1 is a ratio in transformers 5) or a legacy ratio."""
     for key in ("warmup_steps", "warmup_ratio"):
@@ -193,7 +198,7 @@ def generate_model_card(
         num_labels=len(config.get("id2label") or {}) or NOT_RECORDED,
         repo_for_code=repo_id or f"path/to/{out.name}",
         mixpro_rows=[
-            (f.metadata.get("help", f.name).replace("|", "\\|"), f.name, _fmt(args.get(f.name)))
+            (f.metadata.get("help", f.name).replace("|", "\\|"), f.name, _setting(args, f.name))
             for f in dataclasses.fields(MixProConfig)
         ],
         recipe_rows=recipe_rows,

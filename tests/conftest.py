@@ -1,4 +1,5 @@
-"""Shared test fixtures: the one source of tiny model configs, tiny random models, a learnable toy image set.
+"""Shared test fixtures: the one source of tiny model configs, tiny random models, a learnable toy image set,
+and a running fake Hub.
 
 Tests take the factories as fixtures (``tiny_vit``, ``toy_dataset``); the constants are importable for
 parametrisation and subprocess scripts (``from conftest import TINY_CONFIG``).
@@ -6,7 +7,8 @@ parametrisation and subprocess scripts (``from conftest import TINY_CONFIG``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from datasets import Dataset
 from transformers import ViTConfig, ViTForImageClassification
 
 NUM_LABELS = 4
+HUB_TOKEN = "hf_test"  # the one token the fake Hub accepts
 # The one tiny ViT-family config of the suite (a few thousand parameters, trains in seconds on a CPU).
 TINY_CONFIG = dict(
     image_size=16,
@@ -64,3 +67,15 @@ def tiny_vit() -> Callable[..., ViTForImageClassification]:
 def toy_dataset() -> Callable[..., Dataset]:
     """Factory of the learnable toy image set: ``toy_dataset(n=64, seed=0)``."""
     return make_toy_dataset
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[object]:
+    """A running fake Hub (``tests/hub_server.py``) that accepts ``HUB_TOKEN``; huggingface_hub points at it,
+    with an empty HF home and no saved token."""
+    from hub_server import FakeHub
+
+    server = FakeHub(valid_tokens={HUB_TOKEN}).start()
+    server.patch_huggingface_hub(monkeypatch, hf_home=tmp_path / "hf_home")
+    yield server
+    server.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_vit, make_toy_dataset
+from conftest import HUB_TOKEN, make_tiny_vit, make_toy_dataset
 from hub_server import FakeHub
 from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
@@ -31,7 +31,6 @@ from mixpro_hf.model_card import (
 from mixpro_hf.recipe import MixProConfig
 
 REPO = "tester/vit-mixpro"
-TOKEN = "hf_valid_test_token"
 RESULTS = {
     "eval_accuracy": 0.9123,
     "eval_top5_accuracy": 0.99,
@@ -90,15 +89,6 @@ def out(built: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(built, tmp_path / built.name))
 
 
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """A running fake Hub; huggingface_hub points at it, with an empty HF home and no token."""
-    server = FakeHub(valid_tokens={TOKEN}).start()
-    server.patch_huggingface_hub(monkeypatch, hf_home=tmp_path / "hf_home")
-    yield server
-    server.stop()
-
-
 def _record(out: Path, **changes: dict) -> None:
     record = json.loads((out / "mixpro_run.json").read_text())
     for key, value in changes.items():
@@ -149,7 +139,7 @@ def test_card_text_settings_recipe_alpha_usage_citation(out: Path) -> None:
         "| `maskmix_prob` | `0.5` |",
         "| `alpha_grad` | `true` |",
         "| `label_smoothing_factor` | `0.1` |",
-        "| `cutmix_minmax` | not recorded |",
+        "| `cutmix_minmax` | unset |",  # recorded as None: unset, not "not recorded"
     ):
         assert row in text, row
     for row in (
@@ -281,7 +271,7 @@ def test_files_to_push_is_an_allow_list(out: Path, tmp_path: Path) -> None:
 def test_push_round_trip_and_load(out: Path, hub: FakeHub, tmp_path: Path) -> None:
     _add_secrets(out, tmp_path)
     write_model_card(out, repo_id=REPO)
-    url = push_output_dir(out, REPO, token=TOKEN)
+    url = push_output_dir(out, REPO, token=HUB_TOKEN)
     assert url == f"{hub.endpoint}/{REPO}"
     remote = hub.files(REPO)
     assert set(remote) == {*files_to_push(out), ".gitattributes"}
@@ -295,22 +285,22 @@ def test_push_round_trip_and_load(out: Path, hub: FakeHub, tmp_path: Path) -> No
     local = AutoModelForImageClassification.from_pretrained(out).eval()  # same weights, same kernels
     with torch.no_grad():
         assert torch.equal(model(pixel_values=images).logits, local(pixel_values=images).logits)
-    assert push_output_dir(out, REPO, token=TOKEN) == url  # pushing again succeeds
+    assert push_output_dir(out, REPO, token=HUB_TOKEN) == url  # pushing again succeeds
 
 
 def test_push_with_server_down_then_retry(out: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     before = _snapshot(out)
     hub.stop()
     with pytest.raises(PushToHubError) as excinfo:
-        push_output_dir(out, REPO, token=TOKEN)
+        push_output_dir(out, REPO, token=HUB_TOKEN)
     message = str(excinfo.value)
     assert "\n" not in message and "could not connect" in message and hub.endpoint in message
-    assert "complete and untouched" in message and excinfo.value.retry_command in message and TOKEN not in message
+    assert "complete and untouched" in message and excinfo.value.retry_command in message and HUB_TOKEN not in message
     assert _snapshot(out) == before
     hub.start()
     argv = [a for a in shlex.split(excinfo.value.retry_command) if not a.startswith("HF_ENDPOINT=")]
     assert argv[:2] == ["mixpro-card", str(out.resolve())] and "--push" in argv
-    assert card_main([TOKEN if a == "YOUR_HF_WRITE_TOKEN" else a for a in argv[1:]]) == 0
+    assert card_main([HUB_TOKEN if a == "YOUR_HF_WRITE_TOKEN" else a for a in argv[1:]]) == 0
     assert hub.files(REPO)["model.safetensors"] == (out / "model.safetensors").read_bytes()
 
 
@@ -326,20 +316,20 @@ def test_push_with_refused_token_or_none(out: Path, hub: FakeHub) -> None:
 
 def test_cli_push_failure_exits_1(out: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
     hub.stop()
-    assert card_main([str(out), "--repo_id", REPO, "--push", "--token", TOKEN]) == 1
+    assert card_main([str(out), "--repo_id", REPO, "--push", "--token", HUB_TOKEN]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("mixpro-card: error: push of") and err.count("\n") == 1 and TOKEN not in err
+    assert err.startswith("mixpro-card: error: push of") and err.count("\n") == 1 and HUB_TOKEN not in err
     hub.start()
-    assert card_main([str(out), "--repo_id", REPO, "--push", "--token", TOKEN]) == 0
+    assert card_main([str(out), "--repo_id", REPO, "--push", "--token", HUB_TOKEN]) == 0
 
 
 def test_check_push_target(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="invalid Hub repository id"):
-        check_push_target("not/a/valid id", token=TOKEN)
+        check_push_target("not/a/valid id", token=HUB_TOKEN)
     with pytest.raises(ValueError, match="no token"):
         check_push_target(REPO)
-    check_push_target(REPO, token=TOKEN)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    check_push_target(REPO, token=HUB_TOKEN)
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     check_push_target(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="offline"):
@@ -365,7 +355,7 @@ def _trainer(output_dir: Path, **kwargs):
 
 
 def test_trainer_push_to_hub_publishes_the_mixpro_card(hub: FakeHub, tmp_path: Path) -> None:
-    trainer = _trainer(tmp_path / "run", push_to_hub=True, hub_model_id="tester/tiny-mixpro", hub_token=TOKEN)
+    trainer = _trainer(tmp_path / "run", push_to_hub=True, hub_model_id="tester/tiny-mixpro", hub_token=HUB_TOKEN)
     trainer.train()
     (tmp_path / "run" / ".env").write_text("HF_TOKEN=secret")
     assert trainer.push_to_hub() == f"{hub.endpoint}/tester/tiny-mixpro"

@@ -249,16 +249,6 @@ def test_sigterm_saves_a_complete_checkpoint_and_exits_143(tmp_path):
 # ---------------------------------------------------------------------- 5. the Hub target, before training
 
 
-@pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    from hub_server import FakeHub
-
-    hub = FakeHub(valid_tokens={"hf_test"}).start()
-    hub.patch_huggingface_hub(monkeypatch, hf_home=tmp_path / "hf_home")
-    yield hub
-    hub.stop()
-
-
 @pytest.mark.parametrize(
     "extra,env,message",
     [
@@ -272,7 +262,7 @@ def fake_hub(tmp_path, monkeypatch):
         ),
     ],
 )
-def test_the_hub_target_is_checked_before_training(tmp_path, monkeypatch, capsys, fake_hub, extra, env, message):
+def test_the_hub_target_is_checked_before_training(tmp_path, monkeypatch, capsys, hub, extra, env, message):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert train.main(fast(tmp_path, "--push_to_hub", "True", *extra)) == 2
@@ -280,7 +270,7 @@ def test_the_hub_target_is_checked_before_training(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "out").exists(), "nothing trained or written"
 
 
-def test_a_failed_push_prints_one_line_and_exits_1(tmp_path, capsys, fake_hub):
+def test_a_failed_push_prints_one_line_and_exits_1(tmp_path, capsys, hub):
     flags = fast(tmp_path, "--push_to_hub", "True", "--hub_model_id", "someone/model", "--hub_token", "hf_wrong")
     assert train.main(flags) == 1
     line = one_line_error(capsys)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import HUB_TOKEN
 from conftest import TINY_OVERRIDES as TINY
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -276,35 +277,29 @@ def test_no_trainer_accelerate_loop(tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "alpha_curve.png").is_file()
 
 
-def test_push_to_hub_publishes_checkpoint_card_and_figures(tmp_path, monkeypatch):
-    from hub_server import FakeHub
+def test_push_to_hub_publishes_checkpoint_card_and_figures(tmp_path, hub):
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForImageClassification
 
-    hub = FakeHub(valid_tokens={"hf_test"}).start()
-    try:
-        hub.patch_huggingface_hub(monkeypatch, hf_home=tmp_path / "hf_home")
-        flags = fast(
-            tmp_path,
-            "--max_steps",
-            "2",
-            "--eval_strategy",
-            "no",
-            "--push_to_hub",
-            "True",
-            "--hub_model_id",
-            "someone/mixpro-digits",
-            "--hub_token",
-            "hf_test",
+    flags = fast(
+        tmp_path,
+        "--max_steps",
+        "2",
+        "--eval_strategy",
+        "no",
+        "--push_to_hub",
+        "True",
+        "--hub_model_id",
+        "someone/mixpro-digits",
+        "--hub_token",
+        HUB_TOKEN,
+    )
+    assert train.main(flags) == 0
+    local = Path(
+        snapshot_download(
+            "someone/mixpro-digits", endpoint=hub.endpoint, local_dir=tmp_path / "dl", cache_dir=tmp_path / "cache"
         )
-        assert train.main(flags) == 0
-        local = Path(
-            snapshot_download(
-                "someone/mixpro-digits", endpoint=hub.endpoint, local_dir=tmp_path / "dl", cache_dir=tmp_path / "cache"
-            )
-        )
-    finally:
-        hub.stop()
+    )
     for name in (
         "README.md",
         "model.safetensors",
