@@ -42,12 +42,10 @@ from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 from mixpro_hf.arguments import DIGITS_FLAGS, DIGITS_MODEL, parse_args  # noqa: E402
 from mixpro_hf.metrics import (  # noqa: E402
     classification_metrics,
-    compute_metrics,
     expected_calibration_error,
     fit_temperature,
 )
-from mixpro_hf.pipeline import prepare, split_logits  # noqa: E402
-from mixpro_hf.trainer import MixProTrainer  # noqa: E402
+from mixpro_hf.pipeline import make_trainer, prepare, split_logits  # noqa: E402
 
 METHODS = ("none", "mixup_cutmix", "transmix", "maskmix", "mixpro")
 DROP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -82,14 +80,7 @@ def run_one(method: str, seed: int, work_dir: Path, extra: Sequence[str] = ()) -
     model_args, data_args, training_args = parse_args(argv)
     start = time.perf_counter()
     prepared = prepare(model_args, data_args, training_args)
-    trainer = MixProTrainer(
-        model=prepared.model,
-        args=training_args,
-        train_dataset=prepared.train_set,
-        eval_dataset=prepared.eval_set,
-        processing_class=prepared.processor,
-        compute_metrics=compute_metrics,
-    )
+    trainer = make_trainer(prepared, training_args)
     trainer.train()
     train_s = time.perf_counter() - start
     eval_logits, eval_labels = split_logits(trainer, prepared.eval_set)

@@ -27,12 +27,12 @@ from transformers.trainer_utils import HubStrategy
 from .data import DataArguments, attach_transform, load_splits, load_streaming_splits
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE, plot_alpha_curve, plot_dataset_maskmix_samples
 from .hub import check_push_target
-from .metrics import expected_calibration_error, fit_temperature
+from .metrics import compute_metrics, expected_calibration_error, fit_temperature
 from .model_card import REPLACEABLE
 from .modeling import ModelArguments, build_model, model_geometry
 from .recipe import MixProConfig
 from .step import check_model_for_mixing
-from .trainer import STAGING_DIR, WEIGHT_FILES
+from .trainer import STAGING_DIR, WEIGHT_FILES, MixProTrainer
 from .training_args import MixProTrainingArguments
 from .transforms import build_transforms
 
@@ -106,6 +106,18 @@ def prepare(
     if old_run and training_args.should_save:
         remove_run_outputs(old_run)
     return prepared
+
+
+def make_trainer(prepared: Prepared, training_args: MixProTrainingArguments) -> MixProTrainer:
+    """The :class:`MixProTrainer` of a prepared run: its model, datasets and processor, the offline metrics."""
+    return MixProTrainer(
+        model=prepared.model,
+        args=training_args,
+        train_dataset=prepared.train_set,
+        eval_dataset=prepared.eval_set,
+        processing_class=prepared.processor,
+        compute_metrics=compute_metrics,
+    )
 
 
 def num_examples(dataset: Any) -> int | None:

@@ -24,9 +24,16 @@ import transformers
 
 from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
 from .hub import PushToHubError
-from .metrics import compute_metrics
-from .pipeline import calibrate, num_examples, prepare, resolve_checkpoint, save_run_record, write_figures
-from .trainer import CheckpointSaveError, MixProTrainer, TrainingStopped
+from .pipeline import (
+    calibrate,
+    make_trainer,
+    num_examples,
+    prepare,
+    resolve_checkpoint,
+    save_run_record,
+    write_figures,
+)
+from .trainer import CheckpointSaveError, TrainingStopped
 
 logger = logging.getLogger("mixpro_hf.train")
 LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"
@@ -66,14 +73,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         training_args.logging_steps = short_run_logging_steps(training_args.logging_steps, steps)
     logger.info(recipe_summary(model_args, training_args))
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end, with the card
-    trainer = MixProTrainer(
-        model=prepared.model,
-        args=training_args,
-        train_dataset=prepared.train_set,
-        eval_dataset=prepared.eval_set,
-        processing_class=prepared.processor,
-        compute_metrics=compute_metrics,
-    )
+    trainer = make_trainer(prepared, training_args)
     output_dir = Path(training_args.output_dir)
     trainer.accelerator.wait_for_everyone()  # every process checked the output folder before it is written to
     if trainer.is_world_process_zero() and training_args.do_train:
