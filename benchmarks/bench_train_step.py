@@ -38,7 +38,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,17 @@ SMALL = dict(
     patch_size=16,
     num_labels=1000,
 )
+# A 2-layer ViT at 32x32: the end-to-end test of the GPU driver on a CPU, not a benchmark.
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=4,
+    num_labels=10,
+)
+MODEL_CONFIGS = {"vit-s": SMALL, "deit-s": SMALL, "tiny": TINY}
 TARGETS = {
     "cpu": {"mixpro_over_cutmix": 1.05},
     "cuda": {
@@ -90,14 +101,15 @@ def variant_config(variant: str) -> MixProConfig:
 
 
 def build_model(name: str, attn_implementation: str) -> nn.Module:
-    """ViT-S/16 (``vit-s``) or DeiT-S (``deit-s``) with random weights and the given attention kernel."""
+    """ViT-S/16 (``vit-s``), DeiT-S (``deit-s``) or a tiny test ViT (``tiny``) with random weights and the
+    given attention kernel."""
     import transformers as tf
 
-    if name == "vit-s":
-        return tf.ViTForImageClassification(tf.ViTConfig(**SMALL, attn_implementation=attn_implementation))
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {name!r}: one of {', '.join(MODEL_CONFIGS)}")
     if name == "deit-s":
         return tf.DeiTForImageClassification(tf.DeiTConfig(**SMALL, attn_implementation=attn_implementation))
-    raise ValueError(f"unknown model {name!r}: vit-s or deit-s")
+    return tf.ViTForImageClassification(tf.ViTConfig(**MODEL_CONFIGS[name], attn_implementation=attn_implementation))
 
 
 def naive_step_loss(
@@ -115,16 +127,16 @@ def naive_step_loss(
     return mixed_loss(outputs.logits, labels, mix, config, cls_attention, progress=progress).loss
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--model", default="vit-s", choices=("vit-s", "deit-s"))
+    parser.add_argument("--model", default="vit-s", choices=tuple(MODEL_CONFIGS))
     parser.add_argument("--batch", type=int, default=None, help="default: 16 on CPU, 128 on CUDA")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 5 CPU, 30 CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default 1 CPU, 5 CUDA)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     on_cuda = args.device == "cuda"
     if on_cuda and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
@@ -255,7 +267,7 @@ def main() -> None:
                 "batch": batch,
                 "steps": steps,
                 "warmup": warmup,
-                "model_config": SMALL,
+                "model_config": MODEL_CONFIGS[args.model],
                 "optimizer": "AdamW(lr=1e-4, wd=0.05)",
             },
             "median_ms": median_ms,

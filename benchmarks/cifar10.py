@@ -316,9 +316,18 @@ def train_one(
     settings: Settings,
     device: torch.device,
     log_every: int = 0,
+    evaluate: bool = True,
+    stop_after_s: float | None = None,
+    mark_every: int = 0,
 ) -> dict[str, Any]:
     """Train one model with method ``spec`` and ``seed`` on ``data`` (``train_x`` uint8 (N,3,32,32),
-    ``train_y``, ``test_x``, ``test_y``, already on ``device``) and evaluate it."""
+    ``train_y``, ``test_x``, ``test_y``, already on ``device``) and evaluate it.
+
+    ``evaluate=False`` skips the test-set evaluation; ``stop_after_s`` ends training that many seconds after
+    the warm-up steps (a throughput probe, not a complete run: ``"complete"`` is then False); ``mark_every``
+    records the wall clock (``time.time()``) every that many steps in ``"step_marks"``, so that concurrent
+    processes can be compared over a common window. ``"steady_images_per_s"`` leaves out the first steps (CUDA warm-up,
+    ``torch.compile``), whose cost is ``"startup_seconds"``."""
     config = parse_method(spec, settings)
     train_x, train_y = data["train_x"], data["train_y"]
     torch.manual_seed(seed)
@@ -352,7 +361,18 @@ def train_one(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
+    warm_steps = min(10, max(1, total // 10))
+    warm_time = start
+    marks: list[tuple[int, float]] = []
+    steps_done = 0
     for step in range(total):
+        if step == warm_steps:
+            sync()
+            warm_time = time.perf_counter()
+        if mark_every and step % mark_every == 0:
+            marks.append((step, time.time()))
+        if stop_after_s is not None and step > warm_steps and time.perf_counter() - warm_time > stop_after_s:
+            break
         epoch, position = divmod(step, per_epoch)
         if position == 0:
             order = torch.randperm(train_x.shape[0], generator=batch_generator(seed, 2, epoch)).to(device)
@@ -378,32 +398,41 @@ def train_one(
         stats.append(result.stats)
         if log_every and (step + 1) % log_every == 0:
             print(f"    step {step + 1}/{total} loss {float(result.loss):.4f}", flush=True)
+        steps_done = step + 1
     sync()
-    train_seconds = time.perf_counter() - start
+    end = time.perf_counter()
+    if mark_every:
+        marks.append((steps_done, time.time()))
+    train_seconds = end - start
+    steady_steps = steps_done - warm_steps
+    steady_rate = steady_steps * settings.batch / (end - warm_time) if steady_steps > 0 else None
     loss_curve = torch.stack(losses).float().cpu()
     tail = loss_curve[-max(1, len(loss_curve) // 10) :]
-
-    eval_start = time.perf_counter()
-    test_x, test_y = data["test_x"], data["test_y"].cpu().numpy()
-    metrics = classification_metrics(predict(net, test_x, settings), test_y)
-    robustness = {}
-    for ratio in settings.drop_ratios:
-        logits = predict(net, test_x, settings, ratio) if ratio > 0 else None
-        robustness[f"{ratio:.1f}"] = (
-            metrics["accuracy"] if logits is None else float((logits.argmax(1) == test_y).mean())
-        )
-    return {
-        "method": spec,
-        "seed": seed,
-        **metrics,
-        "robustness_top1": robustness,
-        "steps": total,
-        "final_train_loss": float(tail.mean()),
-        "mix_stats": mean_mix_stats(stats, learnable_alpha),
-        "train_seconds": train_seconds,
-        "images_per_s": total * settings.batch / train_seconds,
-        "eval_seconds": time.perf_counter() - eval_start,
-    }
+    run: dict[str, Any] = {"method": spec, "seed": seed, "complete": steps_done == total}
+    if evaluate:
+        eval_start = time.perf_counter()
+        test_x, test_y = data["test_x"], data["test_y"].cpu().numpy()
+        metrics = classification_metrics(predict(net, test_x, settings), test_y)
+        robustness = {}
+        for ratio in settings.drop_ratios:
+            logits = predict(net, test_x, settings, ratio) if ratio > 0 else None
+            robustness[f"{ratio:.1f}"] = (
+                metrics["accuracy"] if logits is None else float((logits.argmax(1) == test_y).mean())
+            )
+        run.update(metrics, robustness_top1=robustness, eval_seconds=time.perf_counter() - eval_start)
+    run.update(
+        steps=steps_done,
+        final_train_loss=float(tail.mean()),
+        mix_stats=mean_mix_stats(stats, learnable_alpha),
+        train_seconds=train_seconds,
+        images_per_s=steps_done * settings.batch / train_seconds,
+        steady_images_per_s=steady_rate,
+        steady_seconds=end - warm_time,
+        startup_seconds=(train_seconds - steps_done * settings.batch / steady_rate if steady_rate else train_seconds),
+    )
+    if mark_every:
+        run["step_marks"] = marks
+    return run
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

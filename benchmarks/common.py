@@ -10,10 +10,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# MIXPRO_RESULTS_DIR redirects every result file (the GPU driver sends them to the folder that comes back).
+RESULTS_DIR = Path(os.environ.get("MIXPRO_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 
 def git_commit() -> str:
+    """The short commit of the checkout (``-dirty`` when tracked files changed); ``MIXPRO_COMMIT`` where the
+    checkout has no ``.git`` (the GPU machine gets a copy of the working tree)."""
+    if os.environ.get("MIXPRO_COMMIT"):
+        return os.environ["MIXPRO_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -17,12 +17,20 @@ every method with the same seeds (``"complete": false`` and the seed count say s
     python benchmarks/digits.py --seeds 0 1 --methods none mixpro  # a quicker look
     python benchmarks/digits.py --seeds 0 --max_steps 5 --name digits_smoke  # other flags go to mixpro-train
 
+On two cores, two processes of one thread each finish the 25 runs in about half the time; then merge their files
+(same settings required) into ``digits_comparison.json``::
+
+    OMP_NUM_THREADS=1 python benchmarks/digits.py --seeds 0 1 2 --name digits_part_a &
+    OMP_NUM_THREADS=1 python benchmarks/digits.py --seeds 3 4 --name digits_part_b; wait
+    python benchmarks/digits.py --merge digits_part_a digits_part_b
+
 Writes ``results/digits_comparison.json`` and ``results/digits_robustness.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -136,12 +144,53 @@ def payload(
     }
 
 
+def plot(result: dict[str, Any], name: str) -> None:
+    """The robustness curve of a result (``digits_comparison`` -> ``digits_robustness.png``)."""
+    if result["results"]:
+        title = f"digits, default job, seeds {result['settings']['seeds']} (small-scale CPU evidence)"
+        plot_robustness(result["results"], RESULTS_DIR / f"{name.replace('comparison', 'robustness')}.png", title)
+
+
+def merge(names: Sequence[str], name: str) -> dict[str, Any]:
+    """Merge result files of the same settings (runs split over processes by seed) into ``results/<name>.json``.
+
+    The merged file keeps the environment of the parts (which must share a commit), not the merging checkout's.
+    """
+    parts = []
+    for part in names:
+        path = RESULTS_DIR / f"{part}.json"
+        if not path.is_file():
+            raise SystemExit(f"--merge: {path} not found")
+        parts.append(json.loads(path.read_text()))
+    same = ("config_overrides", "digits_flags", "methods", "drop_ratios", "drop_seed", "extra_flags")
+    for part_name, part in zip(names[1:], parts[1:], strict=True):
+        differ = [k for k in same if part["settings"].get(k) != parts[0]["settings"].get(k)]
+        if part["environment"].get("commit") != parts[0]["environment"].get("commit"):
+            differ.append("environment.commit")
+        if differ:
+            raise SystemExit(f"--merge: {part_name} differs from {names[0]} in {', '.join(differ)}")
+    runs = [run for part in parts for entry in part["results"].values() for run in entry["runs"]]
+    seeds = sorted({seed for part in parts for seed in part["settings"]["seeds_planned"]})
+    methods = parts[0]["settings"]["methods"]
+    result = payload(runs, methods, seeds, parts[0]["settings"]["extra_flags"])
+    result["settings"]["torch_threads"] = sorted({p["settings"]["torch_threads"] for p in parts})
+    result["settings"]["merged_from"] = list(names)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"environment": parts[0]["environment"], **result}, indent=2) + "\n")
+    print(f"wrote {path} ({len(result['settings']['seeds'])} seeds of {len(seeds)})")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--name", default="digits_comparison")
+    parser.add_argument("--merge", nargs="+", metavar="NAME", help="merge these result files into --name; no runs")
     args, extra = parser.parse_known_args(argv)
+    if args.merge:
+        plot(merge(args.merge, args.name), args.name)
+        return
     logging.getLogger("transformers").setLevel(logging.ERROR)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mixpro-digits-cmp-") as tmp:
@@ -157,10 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 runs.append(run)
             result = payload(runs, args.methods, args.seeds, extra)
             write_result(args.name, result)
-            if result["results"]:
-                title = f"digits, default job, seeds {result['settings']['seeds']} (small-scale CPU evidence)"
-                plot_robustness(result["results"], RESULTS_DIR / f"{args.name.replace('comparison', 'robustness')}.png",
-                                title)  # fmt: skip
+            plot(result, args.name)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,20 @@
 
 The tables replace what stands between the markers ``<!-- results:start -->`` and
 ``<!-- results:end -->`` in the README. Tables: mixing cost (``bench_mixing.py``), training step
-(``bench_train_step.py``), CIFAR-10 accuracy (``cifar10.py``; smoke runs are marked as such), the default
-digits job (``digits_default_job.py``) and the digits comparison (``digits.py``). Each
-table names the device and the commit its numbers came from. The output holds no dates, so it only
-changes when the results do.
+(``bench_train_step.py``), CIFAR-10 accuracy (``cifar10.py``; smoke runs are marked as such), the GPU
+evidence (``gpu_evidence.py``: the ``cifar10_runs_<tag>_<stamp>.json`` files of every session merged into one
+table per budget, plus its throughput probe and budget choice), the default digits job
+(``digits_default_job.py``) and the digits comparison (``digits.py``). Each table names the device and the
+commit its numbers came from. The output holds no dates, so it only changes when the results do.
 
-    python benchmarks/make_tables.py            # rewrite the README section
+In the normal mode (neither ``--check`` nor ``--print``) it also draws the robustness plot of the merged GPU runs
+(``benchmarks/results/cifar10_robustness_<tag>.png``) and writes the model card of the best MixPro run
+(``model_cards/mixpro-vit-cifar10.md``, :mod:`benchmarks.cifar10_card`) when there is one.
+
+    python benchmarks/make_tables.py            # rewrite the README section (and the plot and card)
     python benchmarks/make_tables.py --check    # exit 1 if the README section is out of date
     python benchmarks/make_tables.py --print    # print the tables only
+    python benchmarks/make_tables.py --card PATH  # the model card elsewhere (the tests)
 
 Exit codes: 0 done / up to date, 1 README out of date (``--check``), 2 markers missing (the tables
 are printed).
@@ -21,12 +27,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # ``python benchmarks/make_tables.py``: make ``benchmarks`` importable
+    sys.path.insert(0, str(REPO_ROOT))
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
+CARD_PATH = REPO_ROOT / "model_cards" / "mixpro-vit-cifar10.md"
+RUNS_PREFIX = "cifar10_runs_"
+MIN_SEEDS = 2  # seeds per main method before the GPU table states a winner
 
 
 def load_results(results_dir: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -199,25 +211,348 @@ def digits_comparison_table(name: str, payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {
+# ----------------------------------------------------------------------------------------------
+# GPU evidence (gpu_evidence.py): the runs of every session merged per budget, throughput probe, budget
+
+
+def _evidence_modules() -> tuple[Any, Any]:
+    """``benchmarks.cifar10`` and ``benchmarks.gpu_evidence``, imported on first use (they import torch)."""
+    from benchmarks import cifar10, gpu_evidence
+
+    return cifar10, gpu_evidence
+
+
+def runs_tag(name: str) -> str:
+    """``cifar10_runs_<tag>_<stamp>.json`` -> ``<tag>`` (a tag may hold underscores, a stamp does not)."""
+    stem = name.removeprefix(RUNS_PREFIX).removesuffix(".json")
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
+
+
+@dataclass
+class RunGroup:
+    """The runs of every non-smoke ``"cifar10 runs"`` file of one budget, merged by method."""
+
+    budget: dict[str, Any]
+    files: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # method -> its runs, by seed
+    duplicates: list[tuple[str, int]] = field(default_factory=list)  # (method, seed) met again: first one kept
+
+    @property
+    def tag(self) -> str:
+        """The file-name tag of the group's first file (``cuda``)."""
+        return runs_tag(self.files[0][0]) if self.files else "?"
+
+    def summaries(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``cifar10.summarize`` (mean and sample std over seeds) of every method with runs."""
+        cifar10, _ = _evidence_modules()
+        return {method: cifar10.summarize(runs) for method, runs in self.runs.items() if runs}
+
+
+def is_smoke_runs(payload: dict[str, Any]) -> bool:
+    """Whether a ``"cifar10 runs"`` file is from a smoke check (no ``smoke`` key counts as smoke)."""
+    return bool(payload.get("smoke", True))
+
+
+def cifar10_run_groups(results: Sequence[tuple[str, dict[str, Any]]]) -> list[RunGroup]:
+    """The complete runs of the non-smoke ``"cifar10 runs"`` files, grouped by identical ``budget`` (in the
+    order of the files; a (method, seed) found in two files of a budget counts once, from the first file)."""
+    groups: dict[str, RunGroup] = {}
+    for name, payload in results:
+        if payload.get("benchmark") != "cifar10 runs" or is_smoke_runs(payload):
+            continue
+        budget = payload.get("budget", {})
+        group = groups.setdefault(json.dumps(budget, sort_keys=True), RunGroup(budget))
+        group.files.append((name, payload))
+        for run in payload.get("runs", []):
+            if not run.get("complete", True) or "accuracy" not in run:
+                continue
+            seen = group.runs.setdefault(run["method"], [])
+            if any(other["seed"] == run["seed"] for other in seen):
+                group.duplicates.append((run["method"], run["seed"]))
+                continue
+            seen.append(run)
+    for group in groups.values():
+        for runs in group.runs.values():
+            runs.sort(key=lambda run: run["seed"])
+    return list(groups.values())
+
+
+def order_methods(methods: Sequence[str] | set[str]) -> list[str]:
+    """Main methods in ``gpu_evidence.MAIN_METHODS`` order, then ``ABLATIONS`` in order, then the rest sorted."""
+    _, gpu_evidence = _evidence_modules()
+    known = [*gpu_evidence.MAIN_METHODS, *gpu_evidence.ABLATIONS]
+    return [m for m in known if m in methods] + sorted(m for m in methods if m not in known)
+
+
+def incomplete_methods(group: RunGroup) -> list[str]:
+    """Main methods with fewer than ``MIN_SEEDS`` seeds in ``group``."""
+    _, gpu_evidence = _evidence_modules()
+    return [m for m in gpu_evidence.MAIN_METHODS if len(group.runs.get(m, [])) < MIN_SEEDS]
+
+
+def winner_line(group: RunGroup) -> str:
+    """Which main method has the best mean top-1 and whether it is MixPro; stated only once every main method
+    has ``MIN_SEEDS`` seeds."""
+    if incomplete_methods(group):
+        return f"Winner: not stated until every main method has at least {MIN_SEEDS} seeds."
+    _, gpu_evidence = _evidence_modules()
+    summaries = group.summaries()
+    main = list(gpu_evidence.MAIN_METHODS)
+    mean = {m: summaries[m]["mean"]["accuracy"] for m in main}
+    std = {m: summaries[m]["std"]["accuracy"] for m in main}
+    ranked = sorted(main, key=lambda m: -mean[m])
+    best = mean[ranked[0]]
+    leaders = [m for m in ranked if mean[m] == best]
+    if leaders == ["mixpro"]:
+        verdict = "MixPro is best."
+    elif "mixpro" in leaders:
+        verdict = "MixPro ties for best with " + ", ".join(m for m in leaders if m != "mixpro") + "."
+    else:
+        gap = 100 * (best - mean["mixpro"])
+        verdict = (
+            f"MixPro is not best: it ranks {ranked.index('mixpro') + 1} of {len(main)}, {gap:.2f} points of "
+            f"top-1 below {ranked[0]}."
+        )
+    runner_up = ranked[len(leaders)] if len(leaders) < len(ranked) else None
+    if runner_up is not None and best - mean[runner_up] <= max(std[ranked[0]], std[runner_up]):
+        verdict += (
+            f" The gap between {ranked[0]} and {runner_up} ({100 * (best - mean[runner_up]):.2f} points) is within "
+            "one std over seeds."
+        )
+    return f"Winner by mean top-1 among the main methods: **{', '.join(leaders)}** ({100 * best:.2f} %). {verdict}"
+
+
+def num_text(value: Any) -> str:
+    """A number as ``%g`` (``50.0`` -> ``50``); anything else as text."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def model_text(budget: dict[str, Any]) -> str:
+    """``ViT 12L/192d/3h`` of a budget."""
+    return f"ViT {budget.get('layers')}L/{budget.get('hidden')}d/{budget.get('heads')}h"
+
+
+def lr_text(budget: dict[str, Any]) -> str:
+    """The peak learning rate of a budget; ``lr`` None means ``1e-3 * batch / 1024``."""
+    if budget.get("lr") is not None:
+        return num_text(budget["lr"])
+    batch = budget.get("batch")
+    if isinstance(batch, (int, float)):
+        return f"{1e-3 * batch / 1024:g} (1e-3 × batch/1024)"
+    return "1e-3 × batch/1024"
+
+
+def budget_text(budget: dict[str, Any]) -> str:
+    """One line naming a CIFAR-10 budget: model, patch, epochs, batch, lr, precision and the mixing settings."""
+    hidden, mlp = budget.get("hidden"), budget.get("mlp")
+    if mlp is None and isinstance(hidden, int):
+        mlp = 4 * hidden
+    steps = f" (at most {budget['max_steps']} steps)" if budget.get("max_steps") is not None else ""
+    parts = [
+        f"{model_text(budget)} (MLP {mlp})",
+        f"patch {budget.get('patch_size')}",
+        f"{num_text(budget.get('epochs'))} epochs{steps}",
+        f"batch {budget.get('batch')}",
+        f"lr {lr_text(budget)}",
+        f"weight decay {num_text(budget.get('weight_decay'))}",
+        f"warm-up {num_text(budget.get('warmup_frac'))}",
+        f"label smoothing {num_text(budget.get('label_smoothing'))}",
+        f"MaskMix prob {num_text(budget.get('maskmix_prob'))}",
+        f"mask scale {budget.get('mask_scale')}",
+        f"α {budget.get('alpha_strategy')}",
+        "bf16 autocast" if budget.get("bf16") else "float32",
+    ]
+    return ", ".join(parts)
+
+
+def data_text(group: RunGroup) -> str:
+    """``50000 train / 10000 test images`` of a group's files (every distinct pair, should they differ)."""
+    pairs = []
+    for _, payload in group.files:
+        data = payload.get("data", {})
+        pair = f"{data.get('num_train', '?')} train / {data.get('num_test', '?')} test"
+        if pair not in pairs:
+            pairs.append(pair)
+    return ", ".join(pairs) + " images"
+
+
+def mean_std_text(summary: dict[str, dict[str, float]], key: str, seeds: int) -> str:
+    """``mean ± std`` in %, ``± n/a`` for one seed, ``n/a`` when the metric is missing."""
+    if key not in summary["mean"]:
+        return "n/a"
+    spread = f"{100 * summary['std'][key]:.2f}" if seeds > 1 else "n/a"
+    return f"{100 * summary['mean'][key]:.2f} ± {spread}"
+
+
+def robustness_plot_names(groups: Sequence[RunGroup]) -> list[str]:
+    """The robustness plot file of each group: ``cifar10_robustness_<tag>.png``, ``..._budget2.png`` for a
+    second budget of the same tag."""
+    names, counts = [], {}
+    for group in groups:
+        counts[group.tag] = counts.get(group.tag, 0) + 1
+        suffix = "" if counts[group.tag] == 1 else f"_budget{counts[group.tag]}"
+        names.append(f"cifar10_robustness_{group.tag}{suffix}.png")
+    return names
+
+
+def cifar10_runs_table(group: RunGroup, plot: str) -> str:
+    """One budget's merged GPU runs: per method the number of seeds and mean ± std of the metrics."""
+    _, gpu_evidence = _evidence_modules()
+    summaries = group.summaries()
+    missing = incomplete_methods(group)
+    status = (
+        f"INCOMPLETE: fewer than {MIN_SEEDS} seeds for {', '.join(missing)}"
+        if missing
+        else f"every main method has at least {MIN_SEEDS} seeds"
+    )
+    sources = []
+    for name, payload in group.files:
+        runs, failed = len(payload.get("runs", [])), len(payload.get("failed", []))
+        env = payload.get("environment", {})
+        text = f"{_source(name, payload)}, transformers {env.get('transformers', '?')}: {runs} runs"
+        sources.append(text + (f", {failed} failed" if failed else ""))
+    lines = [
+        f"**CIFAR-10 from scratch, GPU runs, {status}** ({budget_text(group.budget)}; {data_text(group)}; "
+        f"test split; mean ± std over seeds (n), %, ECE × 100; one seed: ± n/a). Files: " + "; ".join(sources) + ".",
+        "",
+        "| method | n | top-1 | top-5 | ECE | top-1, 50 % patches dropped | top-1, 80 % dropped |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for method in order_methods(set(group.runs) | set(gpu_evidence.MAIN_METHODS)):
+        seeds = len(group.runs.get(method, []))
+        if not seeds:
+            lines.append(f"| {method} | 0 | not run yet | | | | |")
+            continue
+        keys = ("accuracy", "top5_accuracy", "ece", "drop_0.5", "drop_0.8")
+        cells = [mean_std_text(summaries[method], key, seeds) for key in keys]
+        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
+    lines += ["", winner_line(group)]
+    if group.duplicates:
+        pairs = ", ".join(f"{m} seed {s}" for m, s in group.duplicates)
+        lines.append(f"Found in more than one file (the first kept): {pairs}.")
+    failed = [f"{f.get('method')} seed {f.get('seed')}" for _, p in group.files for f in p.get("failed", [])]
+    if failed:
+        lines.append(f"Failed runs (not in the table): {', '.join(failed)}.")
+    if any(group.runs.get(m) for m in gpu_evidence.MAIN_METHODS):
+        lines.append(
+            "Robustness curve (top-1 with 0-90 % of the patches dropped, mean over seeds, main methods): "
+            f"`benchmarks/results/{plot}`."
+        )
+    return "\n".join(lines)
+
+
+def cifar10_runs_blocks(results: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The merged tables of the non-smoke ``"cifar10 runs"`` files, one per budget, and a line naming the smoke
+    files that were left out."""
+    groups = cifar10_run_groups(results)
+    blocks = [cifar10_runs_table(g, plot) for g, plot in zip(groups, robustness_plot_names(groups), strict=True)]
+    smoke = [n for n, p in results if p.get("benchmark") == "cifar10 runs" and is_smoke_runs(p)]
+    if smoke:
+        names = ", ".join(f"`{n}`" for n in smoke)
+        blocks.append(f"CIFAR-10 run files of the smoke check (not evidence, left out of the tables): {names}.")
+    return blocks
+
+
+def write_cifar10_robustness_plots(results: Sequence[tuple[str, dict[str, Any]]], directory: Path) -> list[Path]:
+    """Draw each budget's robustness plot (mean over seeds, main methods) into ``directory``; the paths written."""
+    groups = cifar10_run_groups(results)
+    if not groups:
+        return []
+    cifar10, gpu_evidence = _evidence_modules()
+    written = []
+    for group, name in zip(groups, robustness_plot_names(groups), strict=True):
+        entries = {
+            f"{m} (n={len(group.runs[m])})": {"runs": group.runs[m], **cifar10.summarize(group.runs[m])}
+            for m in gpu_evidence.MAIN_METHODS
+            if group.runs.get(m)
+        }
+        if not entries:
+            continue
+        budget = group.budget
+        title = (
+            f"CIFAR-10, {model_text(budget)}, {num_text(budget.get('epochs'))} epochs: top-1 under patch dropping "
+            "(mean over seeds)"
+        )
+        path = directory / name
+        cifar10.plot_robustness(entries, path, title)
+        written.append(path)
+    return written
+
+
+def cifar10_throughput_table(name: str, payload: dict[str, Any]) -> str:
+    """The GPU driver's throughput probe: images/s of MixPro training per execution plan."""
+    label = "SMOKE (CPU check of the driver), not evidence" if payload.get("smoke", True) else "probe"
+    s = payload.get("settings", {})
+    budgets = s.get("budgets", [])
+    candidates = ", ".join(model_text(b) for b in budgets) or "?"
+    batch = budgets[0].get("batch") if budgets else "?"
+    lines = [
+        f"**CIFAR-10 training throughput, {label}** ({payload.get('method', 'mixpro')}, batch {batch}, candidate "
+        f"models {candidates}; {num_text(s.get('probe_seconds'))} s per case; images/s of all processes together after "
+        f"warm-up). {_source(name, payload)}",
+    ]
+    measured = payload.get("measured", {})
+    if not measured:
+        return lines[0] + "\n\nNothing was measured."
+    lines += [
+        "",
+        "| case | processes | compile | layers | images/s | startup s |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for case, entry in measured.items():
+        lines.append(
+            f"| {case} | {entry.get('processes')} | {'yes' if entry.get('compile') else 'no'} | "
+            f"{entry.get('layers')} | {_fmt(entry.get('total_images_per_s'), 0)} | "
+            f"{_fmt(entry.get('startup_seconds'))} |"
+        )
+    return "\n".join(lines)
+
+
+def cifar10_budget_line(name: str, payload: dict[str, Any]) -> str:
+    """The budget every GPU run uses, fixed once from the throughput probe, and why."""
+    label = " (SMOKE, not evidence)" if payload.get("smoke") else ""
+    return (
+        f"**CIFAR-10 budget of the GPU runs{label}**: {budget_text(payload.get('settings', {}))}. "
+        f"Why: {payload.get('reason', '?')}. {_source(name, payload)}"
+    )
+
+
+RENDERERS = {  # one table per file
     "digits default job": digits_default_job_table,
     "digits comparison": digits_comparison_table,
     "mixing cost per batch": mixing_table,
     "train step": train_step_table,
+    "cifar10 budget": cifar10_budget_line,
+    "cifar10 throughput": cifar10_throughput_table,
     "cifar10 accuracy": cifar_table,
     "input pipeline": input_pipeline_table,
 }
-ORDER = list(RENDERERS)
+MERGED = {"cifar10 runs": cifar10_runs_blocks}  # one set of tables from every file of the benchmark
+ORDER = [
+    "digits default job",
+    "digits comparison",
+    "mixing cost per batch",
+    "train step",
+    "cifar10 runs",
+    "cifar10 budget",
+    "cifar10 throughput",
+    "cifar10 accuracy",
+    "input pipeline",
+]
 
 
 def render(results: list[tuple[str, dict[str, Any]]]) -> str:
-    """All tables, grouped by benchmark (mixing, train step, CIFAR-10), as one Markdown block."""
+    """All tables, grouped by benchmark in ``ORDER``, as one Markdown block."""
     blocks = []
     for benchmark in ORDER:
+        if benchmark in MERGED:
+            blocks += MERGED[benchmark](results)
+            continue
         for name, payload in results:
             if payload.get("benchmark") == benchmark:
                 blocks.append(RENDERERS[benchmark](name, payload))
-    unknown = sorted(name for name, payload in results if payload.get("benchmark") not in RENDERERS)
+    known = set(RENDERERS) | set(MERGED)
+    unknown = sorted(name for name, payload in results if payload.get("benchmark") not in known)
     if unknown:
         blocks.append("Result files without a table: " + ", ".join(f"`{n}`" for n in unknown) + ".")
     if not blocks:
@@ -239,11 +574,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    parser.add_argument("--card", type=Path, default=CARD_PATH, help="where the CIFAR-10 MixPro model card goes")
     parser.add_argument("--check", action="store_true", help="exit 1 if the README section is out of date")
     parser.add_argument("--print", dest="print_only", action="store_true", help="print the tables, touch nothing")
     args = parser.parse_args(argv)
 
-    tables = render(load_results(args.results_dir))
+    results = load_results(args.results_dir)
+    tables = render(results)
     if args.print_only:
         print(tables)
         return 0
@@ -270,7 +607,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rewrote the results section of {args.readme}")
     else:
         print(f"{args.readme}: results section already up to date")
+    write_cifar10_robustness_plots(results, args.results_dir)
+    write_card(results, args.card)
     return 0
+
+
+def write_card(results: Sequence[tuple[str, dict[str, Any]]], path: Path) -> bool:
+    """Write the CIFAR-10 MixPro model card to ``path`` when there is a non-smoke MixPro run (an existing card
+    is never deleted); whether the file changed."""
+    from benchmarks import cifar10_card
+
+    card = cifar10_card.render_card([payload for _, payload in results])
+    if card is None or (path.is_file() and path.read_text() == card):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(card)
+    print(f"wrote {path}")
+    return True
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import cifar10, make_tables
+from benchmarks import cifar10, digits, make_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,3 +204,34 @@ def test_make_tables_without_markers_prints_and_fails(tmp_path: Path, capsys: py
     captured = capsys.readouterr()
     assert "Training step" in captured.out and "markers" in captured.err
     assert readme.read_text() == "# no markers here\n"
+
+
+def _digits_part(seeds: list[int], commit: str = "abc1234", epochs: str = "60") -> dict:
+    """A digits comparison file of ``seeds`` (two methods, metrics = seed / 10)."""
+    runs = [
+        {"method": m, "seed": s, "accuracy": s / 10, "top5_accuracy": 1.0, "ece": 0.1, "ece_calibrated": 0.05,
+         "temperature": 0.5, "eval_accuracy": 0.9, "robustness_top1": {"0.0": s / 10, "0.5": 0.3}}
+        for s in seeds
+        for m in ("none", "mixpro")
+    ]  # fmt: skip
+    result = digits.payload(runs, ["none", "mixpro"], seeds)
+    result["settings"]["digits_flags"] = {"num_train_epochs": epochs}
+    return {"environment": {"commit": commit, "device": "cpu"}, **result}
+
+
+def test_digits_merge_joins_parts_split_by_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(digits, "RESULTS_DIR", tmp_path)
+    (tmp_path / "a.json").write_text(json.dumps(_digits_part([0, 1, 2])))
+    (tmp_path / "b.json").write_text(json.dumps(_digits_part([3, 4])))
+    merged = digits.merge(["a", "b"], "merged")
+    written = json.loads((tmp_path / "merged.json").read_text())
+    assert written["environment"]["commit"] == "abc1234"  # the parts' commit, not the merging checkout's
+    assert merged["complete"] and merged["settings"]["seeds"] == [0, 1, 2, 3, 4]
+    assert [r["seed"] for r in written["results"]["mixpro"]["runs"]] == [0, 1, 2, 3, 4]
+    assert written["results"]["none"]["mean"]["accuracy"] == pytest.approx(0.2)
+    (tmp_path / "c.json").write_text(json.dumps(_digits_part([3, 4], epochs="20")))
+    with pytest.raises(SystemExit, match="digits_flags"):
+        digits.merge(["a", "c"], "bad")
+    (tmp_path / "d.json").write_text(json.dumps(_digits_part([3, 4], commit="def5678")))
+    with pytest.raises(SystemExit, match="commit"):
+        digits.merge(["a", "d"], "bad")
