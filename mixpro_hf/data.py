@@ -1,14 +1,15 @@
-"""Image-classification data for the training entry point: loading, column detection, transforms.
+"""Image-classification data for the training entry point: arguments, loading, splits, transforms.
 
 Sources: a Hub dataset name or local dataset path (``load_dataset``), image folders, Parquet/Arrow
 files, or the embedded default (scikit-learn's bundled 8x8 digits, so the default job runs offline).
+:func:`load_splits` runs every check before training: the label space (:mod:`mixpro_hf.class_labels`) and
+the images (:mod:`mixpro_hf.images`); :mod:`mixpro_hf.streaming` reads the training split as a stream.
+The label and image names are re-exported here.
 """
 
 from __future__ import annotations
 
 import glob
-import io
-import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,21 +18,50 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, load_dataset
 from datasets import Image as DatasetsImage
 from PIL import Image
 
-logger = logging.getLogger(__name__)
+from .class_labels import INTEGER_DTYPES, STRING_DTYPES, align_splits, encode_string_labels, label_names
+from .images import ALPHA_BACKGROUND, _one_line, ensure_image_feature, image_problem, to_rgb8, verify_images
+
+__all__ = [
+    # defined here
+    "IMAGE_COLUMNS",
+    "LABEL_COLUMNS",
+    "TEST_SPLITS",
+    "VALIDATION_SPLITS",
+    "DataArguments",
+    "DataSplits",
+    "attach_transform",
+    "data_files",
+    "digits_dataset",
+    "find_column",
+    "hold_out_validation",
+    "load_image_datasets",
+    "load_splits",
+    "named_splits",
+    "resolve_image_paths",
+    "split_datasets",
+    "take_subsets",
+    # from mixpro_hf.class_labels
+    "INTEGER_DTYPES",
+    "STRING_DTYPES",
+    "align_splits",
+    "encode_string_labels",
+    "label_names",
+    # from mixpro_hf.images
+    "ALPHA_BACKGROUND",
+    "ensure_image_feature",
+    "image_problem",
+    "to_rgb8",
+    "verify_images",
+]
 
 # "image_path"/"file_name": a CSV or JSON column of image file paths (🤗 imagefolder metadata uses "file_name")
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "image_path", "file_name")
 LABEL_COLUMNS = ("label", "labels", "fine_label")
-INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-STRING_DTYPES = ("string", "large_string")
-# Images with transparency are composited onto white, as 🤗 Transformers' ``convert_to_rgb`` does.
-ALPHA_BACKGROUND = (255, 255, 255)
 VALIDATION_SPLITS = ("validation", "valid", "val")
 TEST_SPLITS = ("test",)
 
@@ -228,14 +258,6 @@ def data_files(value: str) -> list[str]:
     return files
 
 
-def _one_line(err: BaseException) -> str:
-    """``Type: message`` of ``err`` (and of its cause, which datasets' generation errors hide) on one line."""
-    text = f"{type(err).__name__}: {err}"
-    if err.__cause__ is not None:
-        text += f" ({type(err.__cause__).__name__}: {err.__cause__})"
-    return " ".join(text.split())
-
-
 def _load_file(
     path: str, split: str, image_column_name: str | None = None, load_kwargs: dict[str, Any] | None = None
 ) -> Dataset:
@@ -395,210 +417,6 @@ def split_datasets(raw: DatasetDict, args: DataArguments, seed: int) -> tuple[Da
     return take_subsets(train, validation, test, args, seed)
 
 
-def ensure_image_feature(dataset: Dataset, image_column: str) -> Dataset:
-    """Decode ``{"bytes", "path"}`` structs (Parquet written without 🤗 metadata) and columns of image file
-    paths (strings; relative paths are taken from the working directory) as images."""
-    feature = dataset.features[image_column]
-    if isinstance(feature, DatasetsImage):
-        return dataset
-    if isinstance(feature, dict) and {"bytes", "path"} <= set(feature):
-        return dataset.cast_column(image_column, DatasetsImage())
-    if isinstance(feature, Value) and feature.dtype in STRING_DTYPES:
-        return dataset.cast_column(image_column, DatasetsImage())
-    return dataset
-
-
-def _few(values: Sequence[Any] | np.ndarray, limit: int = 5) -> str:
-    """At most ``limit`` values, comma-separated, with the count when there are more."""
-    values = list(values)
-    text = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:limit])
-    return text + (f", ... ({len(values)} in all)" if len(values) > limit else "")
-
-
-def _label_array(dataset: Dataset, label_column: str) -> pa.ChunkedArray:
-    """The label column as Arrow, with the dataset's row selection applied (no image is read)."""
-    return dataset.select_columns([label_column]).with_format("arrow")[:][label_column]
-
-
-def _check_no_missing(values: pa.ChunkedArray, label_column: str, where: str) -> None:
-    if values.null_count:
-        raise ValueError(
-            f"label column {label_column!r}{where} has {values.null_count} missing labels (None): label or drop "
-            "those rows"
-        )
-
-
-def _check_ids(values: pa.ChunkedArray, label_column: str, num_labels: int, where: str, reason: str) -> None:
-    """Every id of ``values`` in ``[0, num_labels)``, else a one-line error naming a few offending ids."""
-    _check_no_missing(values, label_column, where)
-    if len(values) == 0:
-        return
-    low_high = pc.min_max(values)
-    if low_high["min"].as_py() >= 0 and low_high["max"].as_py() < num_labels:
-        return
-    ids = np.unique(values.to_numpy())
-    bad = ids[(ids < 0) | (ids >= num_labels)]
-    raise ValueError(f"label column {label_column!r}{where} holds ids {_few(bad)} outside [0, {num_labels}) {reason}")
-
-
-def _is_dtype(feature: Any, dtypes: Sequence[str]) -> bool:
-    return isinstance(feature, Value) and feature.dtype in dtypes
-
-
-def _refuse_label_type(feature: Any, values: pa.ChunkedArray, label_column: str, where: str) -> None:
-    dtype = getattr(feature, "dtype", type(feature).__name__)
-    example = values[0].as_py() if len(values) else None
-    raise ValueError(
-        f"label column {label_column!r}{where} holds {dtype} values (e.g. {example!r}); labels must be integer "
-        "class ids, class names (strings) or a ClassLabel"
-    )
-
-
-def label_names(dataset: Dataset, label_column: str, num_labels: int | None = None) -> list[str]:
-    """The class names (the model's label space) of ``label_column``, after checking every label of ``dataset``.
-
-    - ``ClassLabel``: its names; every id must be one of them (``-1``, datasets' "no label", is refused).
-    - integers with ``num_labels``: ``"0"`` .. ``str(num_labels - 1)``; every id must be in ``[0, num_labels)``.
-    - integers without: the ids must be exactly ``0..K-1``, all present, since a stray id (``1_000_000``) or a
-      gap (``{0, 7}``) would silently add classes.
-
-    Strings (class names) are encoded first by :func:`align_splits` (:func:`encode_string_labels`); other types
-    are refused. Each error is one line naming the column, a few offending values and what to do.
-    """
-    feature = dataset.features[label_column]
-    values = _label_array(dataset, label_column)
-    _check_no_missing(values, label_column, "")
-    if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-        if num_labels is not None and num_labels != len(names):
-            raise ValueError(
-                f"--num_labels {num_labels} does not match the {len(names)} ClassLabel names of label column "
-                f"{label_column!r}: leave --num_labels unset"
-            )
-        reason = f"(the ClassLabel has {len(names)} names; -1 means unlabelled)"
-        _check_ids(values, label_column, len(names), "", reason)
-        return names
-    if _is_dtype(feature, STRING_DTYPES):
-        raise ValueError(
-            f"label column {label_column!r} holds class names (strings); encode them first (align_splits) or cast "
-            "the column to a ClassLabel"
-        )
-    if not _is_dtype(feature, INTEGER_DTYPES):
-        _refuse_label_type(feature, values, label_column, "")
-    if num_labels is not None:
-        _check_ids(values, label_column, num_labels, "", f"(--num_labels {num_labels})")
-        return [str(i) for i in range(num_labels)]
-    ids = np.unique(values.to_numpy())
-    bad = ids[(ids < 0) | (ids >= len(ids))]
-    if bad.size:
-        raise ValueError(
-            f"label column {label_column!r} holds integer ids {_few(bad)} that are not among 0..{len(ids) - 1}: "
-            f"integer labels without ClassLabel names must be the ids 0..K-1, all present ({len(ids)} distinct ids "
-            f"here); pass --num_labels N if every id is in [0, N), or cast the column to a ClassLabel with the class "
-            "names"
-        )
-    return [str(i) for i in range(len(ids))]
-
-
-def _names_text(names: Sequence[str]) -> str:
-    return f"[{_few(names, limit=30)}]"
-
-
-def _refuse_unknown_names(unknown: Sequence[str], names: Sequence[str], own: Sequence[str], split: str) -> None:
-    raise ValueError(
-        f"the {split} split has label names {_few(unknown)} that the training split does not have: training names "
-        f"{_names_text(names)}, {split} names {_names_text(own)}; give the splits the same classes"
-    )
-
-
-def encode_string_labels(
-    dataset: Dataset, label_column: str, names: Sequence[str] | None = None, split: str = "training"
-) -> Dataset:
-    """Cast a column of class-name strings to a ``ClassLabel``: with the sorted distinct names (as
-    ``Dataset.class_encode_column``), or with ``names`` (another split's), refusing names not among them.
-    Other columns are returned unchanged."""
-    if not _is_dtype(dataset.features[label_column], STRING_DTYPES):
-        return dataset
-    values = _label_array(dataset, label_column)
-    _check_no_missing(values, label_column, f" of the {split} split")
-    present = sorted(pc.unique(values).to_pylist())
-    if names is None:
-        names = present
-    else:
-        known = set(names)
-        unknown = [name for name in present if name not in known]
-        if unknown:
-            _refuse_unknown_names(unknown, names, present, split)
-    return dataset.cast_column(label_column, ClassLabel(names=list(names)))
-
-
-def _align_split(dataset: Dataset, label_column: str, names: list[str], split: str) -> Dataset:
-    """``dataset``'s labels as ids of the training ``names`` (see :func:`align_splits`)."""
-    if label_column not in dataset.column_names:
-        raise ValueError(
-            f"the {split} split has no label column {label_column!r}; it has columns {dataset.column_names}"
-        )
-    where = f" of the {split} split"
-    feature = dataset.features[label_column]
-    if _is_dtype(feature, STRING_DTYPES):
-        return encode_string_labels(dataset, label_column, names, split)
-    values = _label_array(dataset, label_column)
-    if isinstance(feature, ClassLabel):
-        own = list(feature.names)
-        _check_ids(values, label_column, len(own), where, f"(its ClassLabel has {len(own)} names; -1 means unlabelled)")
-        if own == names:
-            return dataset
-        index = {name: i for i, name in enumerate(names)}
-        used = [own[i] for i in pc.unique(values).to_pylist()]
-        unknown = [name for name in used if name not in index]
-        if unknown:
-            _refuse_unknown_names(sorted(unknown), names, own, split)
-        lookup = np.array([index.get(name, -1) for name in own], dtype=np.int64)
-        features = dataset.features.copy()
-        features[label_column] = ClassLabel(names=names)
-        logger.info("%s labels matched by name to the training label ids", split)
-        return dataset.map(
-            lambda ids: {label_column: lookup[np.asarray(ids, dtype=np.int64)]},
-            batched=True,
-            input_columns=[label_column],
-            features=features,
-            desc=f"Matching {split} label names",
-        )
-    if not _is_dtype(feature, INTEGER_DTYPES):
-        _refuse_label_type(feature, values, label_column, where)
-    _check_ids(values, label_column, len(names), where, f"(the training label space has {len(names)} classes)")
-    return dataset
-
-
-def align_splits(
-    train: Dataset,
-    validation: Dataset | None,
-    test: Dataset | None,
-    label_column: str,
-    num_labels: int | None = None,
-) -> tuple[Dataset, Dataset | None, Dataset | None, list[str]]:
-    """Put every split in the training label space; returns ``(train, validation, test, names)``, ``names``
-    being the model's ``id2label``.
-
-    Training labels that are strings become a ``ClassLabel`` of the sorted names; :func:`label_names` then
-    checks them. Validation and test labels are matched to training's *by name*: a ``ClassLabel`` in another
-    order is remapped to the training ids, strings are encoded with the training names, integer ids must lie
-    in the training label space. A name training lacks (both lists are given), an id outside the label space
-    or a missing label is a one-line ``ValueError``, before any training. Call it on whole splits, before
-    :func:`take_subsets`, so that a subset missing a class does not shrink the label space.
-    """
-    train = encode_string_labels(train, label_column)
-    names = label_names(train, label_column, num_labels)
-    validation_out = None if validation is None else _align_split(validation, label_column, names, "validation")
-    if test is None:
-        test_out = None
-    elif test is validation:
-        test_out = validation_out
-    else:
-        test_out = _align_split(test, label_column, names, "test")
-    return train, validation_out, test_out, names
-
-
 def attach_transform(
     dataset: Dataset | IterableDataset,
     transform: Callable[[Image.Image], Any],
@@ -622,169 +440,6 @@ def attach_transform(
     if isinstance(dataset, IterableDataset):
         return dataset.map(apply, batched=True, batch_size=64, remove_columns=dataset.column_names)
     return dataset.with_transform(apply)
-
-
-# Modes PIL converts to RGB faithfully; transparency is handled before (``_ALPHA_MODES``, ``info["transparency"]``).
-_DIRECT_MODES = frozenset({"L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
-_GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-
-
-def _gray_to_rgb8(gray: np.ndarray) -> Image.Image:
-    gray = np.ascontiguousarray(gray, dtype=np.uint8)
-    return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
-
-
-def _refuse_mode(image: Image.Image, detail: str) -> None:
-    raise ValueError(
-        f"image mode {image.mode!r} {detail}: convert the images to 8-bit RGB, L or RGBA, or 16-bit grey (I;16)"
-    )
-
-
-def to_rgb8(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB, its values scaled from the range of its mode; a one-line ``ValueError`` naming the
-    mode when that range is unknown.
-
-    - ``RGB``: unchanged. ``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``RGBX``: PIL's conversion.
-    - Transparency (``RGBA``, ``LA``, ``PA``, ``RGBa``, or a ``transparency`` entry as palette and grey PNGs have):
-      composited onto white (``ALPHA_BACKGROUND``), as 🤗 Transformers' ``convert_to_rgb`` does; dropping the
-      alpha channel would show whatever colour the transparent pixels happen to store.
-    - 16-bit grey (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``): ``0..65535`` scaled to ``0..255`` (32768 -> 128);
-      PIL's ``convert("RGB")`` clips every value above 255 to white.
-    - 32-bit integer grey (``I``, as PIL reads 16-bit PNG/TIFF data in some versions): read as 16-bit data; values
-      must lie in ``0..65535``, others are refused (their range is unknown).
-    - 32-bit float grey (``F``): an image whose values all lie in ``[0, 1]`` is scaled by 255, else values in
-      ``[0, 255]`` are kept (rounded); negative, larger, NaN or infinite values are refused.
-    - any other mode (``La``, ``I;16S``, ...) is refused.
-    """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in _GRAY16_MODES or mode in ("I", "F"):
-        values = np.asarray(image)
-        if values.size == 0:
-            return Image.new("RGB", image.size)
-        if mode in _GRAY16_MODES:
-            return _gray_to_rgb8((values.astype(np.uint32) * 255 + 32767) // 65535)
-        low, high = values.min(), values.max()
-        if mode == "I":
-            if low < 0 or high > 65535:
-                _refuse_mode(image, f"(32-bit integers) has values in [{low}, {high}], outside 16-bit 0..65535")
-            return _gray_to_rgb8((values.astype(np.int64) * 255 + 32767) // 65535)
-        if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
-            _refuse_mode(image, f"(32-bit floats) has values in [{low}, {high}]; expected [0, 1] or [0, 255]")
-        scale = 255.0 if high <= 1.0 else 1.0
-        return _gray_to_rgb8(np.clip(np.rint(values.astype(np.float64) * scale), 0, 255))
-    if mode in _ALPHA_MODES or (mode in _DIRECT_MODES and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in _DIRECT_MODES:
-        return image.convert("RGB")
-    _refuse_mode(image, "is not supported")
-    raise AssertionError("unreachable")
-
-
-def _needs_value_check(mode: str) -> bool:
-    """Whether :func:`to_rgb8` can refuse an image of ``mode`` (by its values or its mode)."""
-    return mode in ("I", "F") or not (
-        mode == "RGB" or mode in _DIRECT_MODES or mode in _ALPHA_MODES or mode in _GRAY16_MODES
-    )
-
-
-def image_problem(value: dict[str, Any] | None) -> str | None:
-    """Why a stored image (datasets' undecoded ``{"bytes", "path"}``) cannot be trained on, or None.
-
-    The image is decoded in full (``load``); JPEGs at 1/8 scale (``draft``), which still decodes every block, so
-    truncated or corrupt data is found, about ten times faster. Images whose values :func:`to_rgb8` refuses are
-    reported too.
-    """
-    if value is None:
-        return "no image (None)"
-    data, path = value.get("bytes"), value.get("path")
-    try:
-        if data is not None:
-            image = Image.open(io.BytesIO(data))
-        elif not path:
-            return "no image (neither bytes nor a path)"
-        elif "://" in path:  # a URL (or fsspec path): datasets fetches it as it will in training
-            image = DatasetsImage().decode_example({"bytes": None, "path": path})
-        elif not os.path.isfile(path):
-            return f"image file {path!r} not found"
-        else:
-            image = Image.open(path)
-        with image:
-            if image.format == "JPEG":
-                image.draft(image.mode, (1, 1))
-            image.load()
-            if _needs_value_check(image.mode):
-                to_rgb8(image)
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-        named = f" {path!r}" if path else ""
-        return f"cannot decode image{named}: {_one_line(err)}"
-    return None
-
-
-def _file_rows(dataset: Dataset, positions: list[int]) -> list[int]:
-    """The rows of the loaded split behind ``positions`` of ``dataset`` (which shuffles and selections map)."""
-    indices = getattr(dataset, "_indices", None)  # datasets' row mapping; absent when nothing was selected
-    if indices is None:
-        return positions
-    try:
-        return [int(i) for i in indices.column(0).take(pa.array(positions, pa.int64())).to_pylist()]
-    except Exception:  # a datasets version with another layout: report the positions
-        return positions
-
-
-def verify_images(
-    dataset: Dataset,
-    image_column: str,
-    *,
-    skip_bad_images: bool = False,
-    split: str | None = None,
-    batch_size: int = 1000,
-) -> Dataset:
-    """Decode every image of ``dataset`` once (:func:`image_problem`), before training.
-
-    A missing, corrupt or unusable image stops the run with a one-line ``ValueError`` naming its row (in the
-    loaded split, before any shuffle or subset) and path; with ``skip_bad_images`` such rows are dropped and
-    their count and first rows logged (all rows bad: an error). A column that is not a ``datasets.Image``
-    (e.g. arrays) is returned unchanged. About 10 s for CIFAR-10's 50,000 PNGs on one core.
-    """
-    if not isinstance(dataset.features[image_column], DatasetsImage):
-        return dataset
-    where = f" of the {split} split" if split else ""
-    stored = dataset.select_columns([image_column]).cast_column(image_column, DatasetsImage(decode=False))
-    bad: list[tuple[int, str]] = []
-    for start in range(0, len(stored), batch_size):
-        for offset, value in enumerate(stored[start : start + batch_size][image_column]):
-            problem = image_problem(value)
-            if problem is None:
-                continue
-            if not skip_bad_images:
-                row = _file_rows(dataset, [start + offset])[0]
-                raise ValueError(
-                    f"image column {image_column!r}{where}, row {row}: {problem}; fix or remove it, or pass "
-                    "--skip_bad_images True"
-                )
-            bad.append((start + offset, problem))
-    if not bad:
-        return dataset
-    positions = [position for position, _ in bad]
-    rows = _file_rows(dataset, positions)
-    if len(bad) == len(dataset):
-        raise ValueError(f"none of the {len(dataset)} images{where} can be used; row {rows[0]}: {bad[0][1]}")
-    logger.warning(
-        "skipped %d of %d images%s that cannot be used (--skip_bad_images): rows %s; row %d: %s",
-        len(bad),
-        len(dataset),
-        where,
-        _few(rows),
-        rows[0],
-        bad[0][1],
-    )
-    keep = np.setdiff1d(np.arange(len(dataset)), np.asarray(positions))
-    return dataset.select(keep)
 
 
 @dataclass
@@ -831,139 +486,3 @@ def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] 
                 dataset = verify_images(dataset, image_column, skip_bad_images=args.skip_bad_images, split=split)
         checked.append(dataset)
     return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names)
-
-
-# ---------------------------------------------------------------------------------------------- streaming
-
-STREAM_HOLD_OUT = 1000  # --streaming without a validation split: rows of the stream held out (or --max_eval_samples)
-
-
-def _stream_label_names(features: Any, label_column: str, num_labels: int | None) -> list[str]:
-    """The label space of a stream, from its features alone (a stream cannot be scanned before training)."""
-    feature = features[label_column]
-    if isinstance(feature, ClassLabel):
-        if num_labels is not None and num_labels != feature.num_classes:
-            raise ValueError(
-                f"--num_labels {num_labels} does not match the {feature.num_classes} ClassLabel names of label "
-                f"column {label_column!r}: leave --num_labels unset"
-            )
-        return list(feature.names)
-    if _is_dtype(feature, INTEGER_DTYPES) and num_labels is not None:
-        return [str(i) for i in range(num_labels)]
-    raise ValueError(
-        f"--streaming: label column {label_column!r} is {feature}; a stream's label space must come from its "
-        "features: a ClassLabel (as 🤗 Parquet exports and image folders have), or integer ids with --num_labels N"
-    )
-
-
-def _raw_streams(args: DataArguments, load_kwargs: dict[str, Any]) -> dict[str, IterableDataset]:
-    """The splits named by ``args`` as streams (``load_dataset(..., streaming=True)``)."""
-    if args.uses_embedded_default:
-        raise ValueError("--streaming needs a data source: --dataset_name, --train_dir or --train_file")
-    if args.dataset_name:
-        return dict(load_dataset(args.dataset_name, args.dataset_config_name, streaming=True, **load_kwargs))
-    if args.train_dir:
-        for path in (args.train_dir, args.validation_dir):
-            if path and not os.path.isdir(path):
-                raise FileNotFoundError(f"image folder {path!r} does not exist")
-        files = {"train": os.path.join(args.train_dir, "**")}
-        if args.validation_dir:
-            files["validation"] = os.path.join(args.validation_dir, "**")
-        return dict(load_dataset("imagefolder", data_files=files, streaming=True, **load_kwargs))
-    paths = data_files(args.train_file or "")
-    builders = {_file_builder(path) for path in paths}
-    if not builders <= {"parquet", "arrow"} or len(builders) > 1:
-        raise ValueError(f"--streaming reads Parquet or Arrow files (one format); --train_file gives {paths[:3]}")
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"data file {path!r} does not exist")
-    return {"train": load_dataset(builders.pop(), data_files={"train": paths}, split="train", streaming=True)}
-
-
-def _materialise(stream: IterableDataset, image_column: str, rows: int | None) -> Dataset:
-    """The first ``rows`` examples of ``stream`` (all when None) as an in-memory ``Dataset``, images kept encoded."""
-    features = stream.features
-    if isinstance(features[image_column], DatasetsImage):
-        stream = stream.cast_column(image_column, DatasetsImage(decode=False))
-    if rows is not None:
-        stream = stream.take(rows)
-    dataset = Dataset.from_list(list(stream), features=stream.features)
-    if isinstance(dataset.features[image_column], DatasetsImage):
-        return dataset.cast_column(image_column, DatasetsImage())
-    return ensure_image_feature(dataset, image_column)
-
-
-def load_streaming_splits(
-    args: DataArguments,
-    seed: int = 0,
-    world_size: int = 1,
-    rank: int = 0,
-    load_kwargs: dict[str, Any] | None = None,
-) -> DataSplits:
-    """``--streaming``: the training split as a 🤗 ``datasets.IterableDataset``, read while training.
-
-    * Sources: a Hub dataset (``streaming=True``), an image folder, or Parquet/Arrow ``--train_file`` values (a
-      glob or comma-separated files: each file is a shard of the stream).
-    * The label space comes from the features (a ``ClassLabel``, or integer ids with ``--num_labels``): nothing is
-      scanned before training, and the images are not verified (a corrupt image stops the run when it is read).
-    * ``max_train_samples``: the first rows of the stream; then a shuffle of the shard order and a buffer of
-      ``args.shuffle_buffer_size`` examples, seeded (``set_epoch`` reshuffles each epoch).
-    * ``world_size > 1``: :func:`datasets.distributed.split_dataset_by_node` gives this ``rank`` its own part (whole
-      shards when they divide evenly, else every ``world_size``-th example). Pass it only to a loop that does not
-      shard the data itself: 🤗 Trainer / Accelerate shard a stream in ``accelerator.prepare`` (by shards when
-      there are at least as many as processes, else by batches), which :func:`mixpro_hf.pipeline.prepare` uses.
-    * Evaluation splits are map-style ``Dataset``s as without streaming: ``--validation_file`` / ``--test_file``
-      loaded as usual, a stream's validation / test split materialised (up to ``max_eval_samples`` rows), or,
-      with no validation split, the first ``max_eval_samples`` (default :data:`STREAM_HOLD_OUT`) rows of the
-      training stream held out (skipped by training).
-    """
-    from datasets.distributed import split_dataset_by_node
-
-    load_kwargs = load_kwargs or {}
-    streams = _raw_streams(args, load_kwargs)
-    if "train" not in streams:
-        raise ValueError(f"the dataset has no 'train' split; it has {list(streams)}")
-    train = streams["train"]
-    features = train.features
-    if features is None:
-        raise ValueError("--streaming: the training stream declares no features (columns); use Parquet/Arrow files")
-    image_column = find_column(list(features), args.image_column_name, IMAGE_COLUMNS, "image")
-    label_column = find_column(list(features), args.label_column_name, LABEL_COLUMNS, "label")
-    names = _stream_label_names(features, label_column, args.num_labels)
-    feature = features[image_column]
-    if isinstance(feature, dict) and {"bytes", "path"} <= set(feature):
-        train = train.cast_column(image_column, DatasetsImage())
-    logger.info("--streaming: the training images are not verified before training (it would read the whole stream)")
-
-    def evaluation(split: str, path: str | None, stream: IterableDataset | None) -> Dataset | None:
-        if path:
-            dataset = _load_file(path, split, args.image_column_name, load_kwargs)
-        elif stream is not None:
-            dataset = _materialise(stream, image_column, args.max_eval_samples)
-        else:
-            return None
-        dataset = _align_split(dataset, label_column, names, split)
-        if args.max_eval_samples is not None and len(dataset) > args.max_eval_samples:
-            dataset = dataset.shuffle(seed=seed).select(range(args.max_eval_samples))
-        dataset = ensure_image_feature(dataset, image_column)
-        if args.verify_images:
-            dataset = verify_images(dataset, image_column, skip_bad_images=args.skip_bad_images, split=split)
-        return dataset
-
-    validation_stream = next((streams[s] for s in VALIDATION_SPLITS if s in streams), None)
-    test_stream = next((streams[s] for s in TEST_SPLITS if s in streams), None)
-    validation = evaluation("validation", args.validation_file, validation_stream)
-    test = evaluation("test", args.test_file, test_stream)
-    if validation is None:
-        if args.train_val_split > 0 or test is None:
-            held = args.max_eval_samples or STREAM_HOLD_OUT
-            validation = evaluation("validation", None, train.take(held))
-            train = train.skip(held)
-        else:
-            validation = test
-    if args.max_train_samples is not None:
-        train = train.take(args.max_train_samples)
-    train = train.shuffle(seed=seed, buffer_size=args.shuffle_buffer_size)
-    if world_size > 1:
-        train = split_dataset_by_node(train, rank=rank, world_size=world_size)
-    return DataSplits(train, validation, test, image_column, label_column, names)

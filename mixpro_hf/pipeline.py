@@ -24,7 +24,7 @@ from safetensors import safe_open
 from transformers import PreTrainedModel, set_seed
 from transformers.trainer_utils import HubStrategy
 
-from .data import DataArguments, attach_transform, load_splits, load_streaming_splits
+from .data import DataArguments, attach_transform, load_splits
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE, plot_alpha_curve, plot_dataset_maskmix_samples
 from .hub import check_push_target
 from .metrics import compute_metrics, expected_calibration_error, fit_temperature
@@ -32,6 +32,7 @@ from .model_card import REPLACEABLE
 from .modeling import ModelArguments, build_model, model_geometry
 from .recipe import MixProConfig
 from .step import check_model_for_mixing
+from .streaming import load_streaming_splits
 from .trainer import STAGING_DIR, WEIGHT_FILES, MixProTrainer
 from .training_args import MixProTrainingArguments
 from .transforms import build_transforms

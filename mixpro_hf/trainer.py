@@ -7,7 +7,9 @@ the patch size, number of labels and token layout are read from the model's conf
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import signal
 import threading
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint, rotate_checkpoints
+from transformers.utils import is_sagemaker_mp_enabled, is_torch_xla_available
 
 from .collator import MixProCollator, pop_mix
 from .loss import learnable_alpha_parameter, mean_mix_stats
@@ -29,8 +32,10 @@ from .training_args import MixProTrainingArguments
 
 LEARNABLE_ALPHA_FILE = "mixpro_learnable_alpha.pt"
 #: Checkpoints are written to ``output_dir/.mixpro-saving/checkpoint-N`` and renamed to ``output_dir/checkpoint-N``
-#: when complete, so an interrupted save never leaves a ``checkpoint-N`` folder behind.
+#: when complete, so an interrupted save never leaves a ``checkpoint-N`` folder behind; the final model
+#: (:meth:`MixProTrainer.save_model`) is written to ``output_dir/.mixpro-saving/final`` and its files moved up.
 STAGING_DIR = ".mixpro-saving"
+FINAL_STAGING = "final"
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -40,8 +45,8 @@ WEIGHT_FILES = (
 
 
 class CheckpointSaveError(RuntimeError):
-    """A checkpoint could not be written (a full disk, ...); ``str()`` is one line and the previous checkpoint is
-    intact."""
+    """A checkpoint or the final model could not be written (a full disk, ...); ``str()`` is one line and the
+    previous checkpoint (or final model) is intact."""
 
 
 class TrainingStopped(RuntimeError):
@@ -291,6 +296,72 @@ class MixProTrainer(Trainer):
             "--resume_from_checkpoint last"
         )
 
+    # ------------------------------------------------------------------ atomic final model
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``, atomic per file: the model, config, processor and ``training_args.bin`` are
+        written to ``output_dir/.mixpro-saving/final``, then each file is moved into ``output_dir`` with
+        ``os.replace`` (the weights last), so a reader never sees a half-written ``model.safetensors`` and the
+        previous one stays until the new one is complete; the staging folder is then removed.
+
+        An ``OSError`` while writing (a full disk, ...) removes the staging folder, leaves ``output_dir`` untouched
+        and raises :class:`CheckpointSaveError` (one line). Saves that are not staged (``Trainer``'s own path):
+
+        * a target inside a ``.mixpro-saving`` folder: the checkpoint that :meth:`_save_checkpoint` already stages
+          (decided on the path, not on ``_internal_call``: :meth:`push_to_hub` saves the final model with
+          ``_internal_call=True`` too);
+        * DeepSpeed, FSDP, XLA/TPU, SageMaker model parallel and models sharded at load time
+          (``DistributedConfig``): every process takes part in gathering the state dict (collectives that must run
+          in the same order everywhere), and DeepSpeed / XLA / SageMaker write extra files (sharded states,
+          ``user_content.pt``) from several processes straight into the folder.
+        """
+        target = output_dir if output_dir is not None else self.args.output_dir
+        if not self._stages_final_save(target):
+            super().save_model(output_dir, _internal_call)
+            return
+        if self.args.should_save:  # only the main process writes (``Trainer._save`` returns at once elsewhere)
+            self._save_staged(target)
+        if self.args.push_to_hub and not _internal_call:  # as ``Trainer.save_model``
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _stages_final_save(self, target: str) -> bool:
+        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled or self.is_distributed_loading_by_transformers
+        if sharded or is_torch_xla_available() or is_sagemaker_mp_enabled():
+            return False
+        return STAGING_DIR not in os.path.abspath(target).split(os.sep)
+
+    def _save_staged(self, target: str) -> None:
+        staging_root = os.path.join(target, STAGING_DIR)
+        staged = os.path.join(staging_root, FINAL_STAGING)
+        moved: list[str] = []
+        try:
+            shutil.rmtree(staged, ignore_errors=True)  # left over by a killed save
+            self._save(staged)
+            for name in sorted(os.listdir(staged), key=_move_order):
+                source, destination = os.path.join(staged, name), os.path.join(target, name)
+                (_replace_dir if os.path.isdir(source) else os.replace)(source, destination)
+                moved.append(name)
+        except OSError as err:
+            raise CheckpointSaveError(self._final_save_error(err, target, partly_moved=bool(moved))) from err
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+            with contextlib.suppress(OSError):  # leave no empty staging folder behind
+                os.rmdir(staging_root)
+        _remove_stale_shards(target, moved)
+
+    @staticmethod
+    def _final_save_error(err: OSError, target: str, partly_moved: bool) -> str:
+        """One line: what failed, whether the previous final model is intact, how to go on."""
+        reason = f"[Errno {err.errno}] {err.strerror}" if err.strerror else str(err).splitlines()[0]
+        if partly_moved:  # a rename failed after others succeeded: rare (renames need no new data blocks)
+            kept = f"some files in {target} were already replaced, so it may mix the previous and the new save"
+        elif any(os.path.isfile(os.path.join(target, name)) for name in WEIGHT_FILES):
+            kept = f"the previous final model in {target} is intact"
+        else:
+            kept = f"no earlier final model exists and the files in {target} are untouched"
+        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
+        return f"could not save the final model to {target}: {reason}; {kept}; {fix}, then save again"
+
     # ------------------------------------------------------------------ resume
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
@@ -428,3 +499,23 @@ def _replace_dir(source: str, target: str) -> None:
     os.replace(target, old)
     os.replace(source, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_SHARD = re.compile(r"(.+)-\d{5}-of-\d{5}\.(safetensors|bin)")
+
+
+def _move_order(name: str) -> tuple[int, str]:
+    """Weights move last (shards, then ``model.safetensors`` / the index): once they are new, every file is."""
+    return (2 if name in WEIGHT_FILES else 1 if _SHARD.fullmatch(name) else 0, name)
+
+
+def _remove_stale_shards(target: str, written: list[str]) -> None:
+    """Delete the weight shards of an earlier save that this save did not replace, as ``save_pretrained`` does when
+    it writes straight into the folder (``model-00002-of-00002.safetensors`` after an unsharded save, ...)."""
+    prefixes = {name.split(".")[0] for name in written if name in WEIGHT_FILES}
+    prefixes |= {m.group(1) for m in map(_SHARD.fullmatch, written) if m}
+    for name in os.listdir(target):
+        match = _SHARD.fullmatch(name)
+        if match and match.group(1) in prefixes and name not in written and os.path.isfile(os.path.join(target, name)):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(target, name))

@@ -323,7 +323,7 @@ def test_a_corrupt_image_is_named_by_its_row_before_training(tmp_path):
 
 def test_skip_bad_images_drops_and_logs_them(tmp_path, caplog):
     ds = corrupt_dataset(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="mixpro_hf.data"):
+    with caplog.at_level(logging.WARNING, logger="mixpro_hf.images"):
         kept = verify_images(ds, "image", skip_bad_images=True)
     assert len(kept) == 3 and column(kept) == [0, 1, 0]
     assert "skipped 3 of 6 images" in caplog.text and "rows 3, 4, 5" in caplog.text
