@@ -9,6 +9,8 @@ It takes the same flags and uses the same library contract as ``MixProTrainer``:
 ``forward_mixed`` (attention capture and the loss), ``optimizer_param_groups`` (DeiT's weight-decay rule),
 ``learnable_alpha_parameter`` and ``mean_mix_stats`` (the logged ``mixpro/*`` statistics). Only the loop is
 written out: optimiser, schedule, gradient accumulation, mixed precision, evaluation, checkpoint, card.
+``--streaming True --max_steps N`` reads the training split while training, as ``mixpro-train`` does: each rank
+its own shards (``dispatch_batches=False``), the stream's shuffle buffer, reshuffled on each new pass.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mixpro_hf import (
     MixProCollator,
+    MixProTrainingArguments,
     batch_generator,
     classification_metrics,
     forward_mixed,
@@ -41,6 +45,36 @@ from mixpro_hf import (
     write_figures,
     write_model_card,
 )
+
+PROG = Path(__file__).name
+
+
+def make_accelerator(args: MixProTrainingArguments, streaming: bool) -> Accelerator:
+    """The run's Accelerator. With ``--streaming``, as ``MixProTrainer`` does (``dispatch_batches=False``): each rank
+    reads its own part of the stream (whole shards when there are at least as many as processes, else batches),
+    instead of rank 0 reading every batch and sending it out."""
+    mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        cpu=args.use_cpu,
+        dataloader_config=DataLoaderConfiguration(dispatch_batches=False) if streaming else None,
+    )
+
+
+def make_train_loader(
+    train_set: Any, args: MixProTrainingArguments, collate: MixProCollator, streaming: bool
+) -> DataLoader:
+    """The training DataLoader: shuffled, or, for a stream (an ``IterableDataset``), in stream order, since the
+    stream shuffles itself (its shard order and a ``--shuffle_buffer_size`` buffer, reseeded by ``set_epoch``)."""
+    return DataLoader(
+        train_set,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=not streaming,
+        collate_fn=collate,
+        num_workers=args.dataloader_num_workers,
+        drop_last=True,
+    )
 
 
 @torch.no_grad()
@@ -57,22 +91,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=mixed_precision, cpu=args.use_cpu
-    )
-    prepared = prepare(model_args, data_args, args)
+    try:  # bad input, found before training: one line on stderr and exit 2, as mixpro-train
+        model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else list(argv))
+        streaming = data_args.streaming  # prepare refuses a stream without --max_steps (it has no length)
+        accelerator = make_accelerator(args, streaming)
+        prepared = prepare(model_args, data_args, args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     config = args.mixpro_config()
     collate = MixProCollator(config=None, patch_size=prepared.patch_size, num_labels=len(prepared.label_names))
-    train_loader = DataLoader(
-        prepared.train_set,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        num_workers=args.dataloader_num_workers,
-        drop_last=True,
-    )
+    train_loader = make_train_loader(prepared.train_set, args, collate, streaming)
     eval_loaders = {"eval": prepared.eval_set, "test": prepared.test_set}
     eval_loaders = {
         k: DataLoader(v, batch_size=args.per_device_eval_batch_size, collate_fn=collate)
@@ -84,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     optimizer = torch.optim.AdamW(
         optimizer_param_groups(prepared.model, args.weight_decay, extra), lr=args.learning_rate
     )
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
-    max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
+    if streaming:
+        max_steps = args.max_steps
+    else:
+        steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+        max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
     warmup = int(args.warmup_steps * max_steps) if args.warmup_steps < 1 else int(args.warmup_steps)
     scheduler = get_scheduler(
         args.lr_scheduler_type,
@@ -101,10 +133,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     history: list[dict[str, float]] = []
     losses: list[torch.Tensor] = []
     stats: list[dict[str, torch.Tensor]] = []
-    step, micro = 0, 0
+    step, micro, epoch = 0, 0, 0
     progress = tqdm(total=max_steps, disable=not accelerator.is_local_main_process or args.disable_tqdm)
     model.train()
     while step < max_steps:
+        if streaming:  # a new pass over the stream (it ended before max_steps): reshuffled by the epoch
+            train_loader.set_epoch(epoch)  # Accelerate's loader passes it on to the IterableDataset's set_epoch
+        micro_at_start = micro
         for batch in train_loader:
             mix = mix_batch(
                 batch["pixel_values"],
@@ -143,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                     accelerator.print(history[-1])
             if step >= max_steps:
                 break
+        if micro == micro_at_start:
+            raise RuntimeError("a pass over the training data gave no batch: fewer examples than one batch per rank")
+        epoch += 1
 
     metrics: dict[str, float] = {}
     for prefix, loader in zip(eval_loaders, loaders, strict=True):

@@ -430,6 +430,100 @@ def test_streaming_two_processes_read_different_samples(tmp_path):
     assert not set(seen[0]) & set(seen[1]), "two ranks trained on the same images"
 
 
+# The no-Trainer example, streaming: records a digest of every training image per rank, as STREAM_WRAPPER does.
+NO_TRAINER_STREAM_WRAPPER = """
+import hashlib, importlib.util, os
+spec = importlib.util.spec_from_file_location("no_trainer", {script!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+record_dir = os.environ["MIXPRO_TEST_RECORD"]
+original = module.mix_batch
+
+def mix_batch(pixel_values, config, patch_size, generator=None):
+    with open(os.path.join(record_dir, f"samples_rank{{os.environ.get('RANK', '0')}}.txt"), "a") as f:
+        for image in pixel_values:
+            f.write(hashlib.sha1(image.detach().cpu().numpy().round(4).tobytes()).hexdigest() + "\\n")
+    return original(pixel_values, config, patch_size, generator)
+
+module.mix_batch = mix_batch
+module.main()
+"""
+
+
+def no_trainer_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("no_trainer", NO_TRAINER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_cifar
+def test_no_trainer_streaming_sharded_parquet_trains(tmp_path, monkeypatch):
+    """The no-Trainer example on a stream of 3 Parquet shards, 14 training rows (30, less the 16 held out for eval):
+    one batch of 8 per pass, so its 3 steps take 3 passes over the stream, each after ``set_epoch(pass)``."""
+    from datasets import IterableDataset
+
+    epochs, set_epoch = [], IterableDataset.set_epoch
+    monkeypatch.setattr(
+        IterableDataset, "set_epoch", lambda self, epoch: (epochs.append(epoch), set_epoch(self, epoch))
+    )
+    out = tmp_path / "out"
+    flags = stream_flags(out, write_shards(tmp_path / "data", rows=10), "--test_file", str(CIFAR / "test.parquet"))
+    metrics = no_trainer_module().main(flags)
+    assert sorted(set(epochs)) == [0, 1, 2]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results == pytest.approx(metrics)
+    assert 0 <= results["eval_accuracy"] <= 1 and 0 <= results["test_accuracy"] <= 1
+    assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "airplane"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS and len(losses(out)) == STEPS
+
+
+def test_no_trainer_streaming_loader_and_accelerator():
+    """A stream: no shuffle in the DataLoader (the stream shuffles itself), ``dispatch_batches=False`` (each rank
+    reads its own part); without a stream, the shuffled DataLoader and Accelerate's default, as before."""
+    from datasets import Dataset
+    from torch.utils.data import RandomSampler
+
+    module = no_trainer_module()
+    _, _, args = module.parse_args(["--use_cpu", "True", "--per_device_train_batch_size", "4"])
+    rows = Dataset.from_dict({"x": list(range(8))})
+    stream = module.make_train_loader(rows.to_iterable_dataset(num_shards=2), args, None, streaming=True)
+    assert not isinstance(stream.sampler, RandomSampler) and stream.batch_size == 4 and stream.drop_last
+    assert module.make_accelerator(args, streaming=True).dataloader_config.dispatch_batches is False
+    assert isinstance(module.make_train_loader(rows, args, None, streaming=False).sampler, RandomSampler)
+    assert module.make_accelerator(args, streaming=False).dataloader_config.dispatch_batches is None
+
+
+def test_no_trainer_streaming_needs_max_steps(tmp_path, capsys):
+    flags = stream_flags(tmp_path / "out", str(tmp_path / "train-*.parquet"))
+    flags[flags.index("--max_steps") + 1] = "-1"
+    with pytest.raises(SystemExit) as exit_info:
+        no_trainer_module().main(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("run_image_classification_no_trainer.py: error: --streaming needs")
+
+
+@needs_launcher
+@needs_cifar
+def test_no_trainer_streaming_two_processes_read_different_samples(tmp_path):
+    """The no-Trainer example, 2 processes, 3 shards: each rank trains on its own shards, as with the Trainer."""
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(NO_TRAINER_STREAM_WRAPPER.format(script=str(NO_TRAINER)))
+    record = tmp_path / "record"
+    flags = stream_flags(tmp_path / "out", write_shards(tmp_path / "data"), "--train_augment", "False")
+    flags += ["--mix_method", "none"]
+    accelerate_launch(wrapper, flags, launch_env(record), machines=1)
+    seen = [(record / f"samples_rank{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == STEPS * BATCH
+    assert not set(seen[0]) & set(seen[1]), "two ranks trained on the same images"
+
+
 def test_data_loader_defaults(monkeypatch):
     from mixpro_hf import arguments
 
