@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,28 +105,31 @@ def accelerate_launch(
     port = free_port()
     common = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", str(machines)]
     common += ["--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launchers = []
+    # Each launcher writes to its own files, not pipes: waiting on one launcher while another fills an unread pipe
+    # (progress bars, warnings) would block that one mid-training and hang the collective of both.
+    launchers, logs = [], []
     for rank in range(machines):
         where = ["--machine_rank", str(rank), "--main_process_ip", "127.0.0.1"] if machines > 1 else []
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        logs.append((out, err))
         launchers.append(
-            subprocess.Popen(
-                [*common, *where, str(script), *script_args],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            subprocess.Popen([*common, *where, str(script), *script_args], env=env, stdout=out, stderr=err)
         )
     done = []
     try:
-        for proc in launchers:
-            out, err = proc.communicate(timeout=TIMEOUT)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        for proc, (out, err) in zip(launchers, logs, strict=True):
+            proc.wait(timeout=TIMEOUT)
+            out.seek(0)
+            err.seek(0)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
     finally:
         for proc in launchers:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+        for out, err in logs:
+            out.close()
+            err.close()
     if any(p.returncode for p in done) and any("address already in use" in p.stderr.lower() for p in done):
         return accelerate_launch(script, script_args, env, machines, processes)  # the free port was taken: retry
     for proc in done:
