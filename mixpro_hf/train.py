@@ -33,7 +33,7 @@ from .pipeline import (
     save_run_record,
     write_figures,
 )
-from .trainer import CheckpointSaveError, TrainingStopped
+from .trainer import CheckpointSaveError, MixProTrainer, TrainingStopped
 
 logger = logging.getLogger("mixpro_hf.train")
 LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"
@@ -90,6 +90,9 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
             )
         raise
 
+    # What this run measured, kept in memory: only the main process writes all_results.json, and a process on
+    # another machine may not even see that file (no shared file system), or see it half rewritten.
+    results: dict[str, Any] = {}
     if train_result is not None:
         trainer.save_model()
         metrics: dict[str, Any] = dict(train_result.metrics)
@@ -97,6 +100,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
             metrics["train_samples"] = num_examples(prepared.train_set)
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
+        results.update(metrics)
     splits = [("eval", prepared.eval_set)] if training_args.do_eval else []
     if training_args.do_predict and prepared.test_set is not None:
         splits.append(("test", prepared.test_set))
@@ -105,12 +109,14 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         split_metrics[f"{prefix}_samples"] = len(dataset)
         trainer.log_metrics(prefix, split_metrics)
         trainer.save_metrics(prefix, split_metrics)
+        results.update(split_metrics)
     if training_args.calibrate and prepared.eval_set is not None:
         calibration = calibrate(trainer, prepared.eval_set, prepared.test_set if training_args.do_predict else None)
         trainer.log_metrics("calibration", calibration)
         trainer.save_metrics("calibration", calibration)
+        results.update(calibration)
     if train_result is None:  # evaluation only: metrics, no new checkpoint, figures or card
-        return json.loads((output_dir / "all_results.json").read_text())
+        return _final_metrics(trainer, output_dir, results)
     trainer.save_state()
 
     if trainer.is_world_process_zero():
@@ -121,7 +127,16 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         url = trainer.push_to_hub()
         if trainer.is_world_process_zero():
             print(f"pushed {output_dir} to {url}")
-    return json.loads((output_dir / "all_results.json").read_text())
+    return _final_metrics(trainer, output_dir, results)
+
+
+def _final_metrics(trainer: MixProTrainer, output_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """The main process returns ``all_results.json`` (which also keeps what earlier runs into the folder wrote);
+    every other process returns what this run measured, the same numbers, without reading a file that it did not
+    write."""
+    if trainer.is_world_process_zero():
+        return json.loads((output_dir / "all_results.json").read_text())
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:

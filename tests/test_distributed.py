@@ -118,7 +118,15 @@ def accelerate_launch(
     done = []
     try:
         for proc, (out, err) in zip(launchers, logs, strict=True):
-            proc.wait(timeout=TIMEOUT)
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                tails = []
+                for rank, (o, e) in enumerate(logs):
+                    o.seek(0)
+                    e.seek(0)
+                    tails.append(f"--- machine {rank} stdout:\n{o.read()[-3000:]}\n--- stderr:\n{e.read()[-5000:]}")
+                pytest.fail(f"accelerate launch timed out after {TIMEOUT} s\n" + "\n".join(tails))
             out.seek(0)
             err.seek(0)
             done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
@@ -542,3 +550,18 @@ def test_data_loader_defaults(monkeypatch):
     assert args.dataloader_num_workers == 7 and args.dataloader_persistent_workers
     _, _, args = arguments.parse_args(["--dataloader_num_workers", "3", "--dataloader_prefetch_factor", "2"])
     assert args.dataloader_num_workers == 3 and args.dataloader_prefetch_factor == 2
+
+
+def test_other_ranks_return_their_metrics_without_reading_the_main_process_file(tmp_path):
+    """Only the main process writes all_results.json; another process (on another machine, or while the main one
+    rewrites it) returns what the run measured instead of reading that file."""
+    from types import SimpleNamespace
+
+    from mixpro_hf.train import _final_metrics
+
+    results = {"train_loss": 1.0, "test_accuracy": 0.5}
+    other = SimpleNamespace(is_world_process_zero=lambda: False)
+    assert _final_metrics(other, tmp_path, results) == results  # no all_results.json here: not read
+    (tmp_path / "all_results.json").write_text('{"train_loss": 1.0, "test_accuracy": 0.5, "earlier_run": 2}')
+    main = SimpleNamespace(is_world_process_zero=lambda: True)
+    assert _final_metrics(main, tmp_path, results)["earlier_run"] == 2
