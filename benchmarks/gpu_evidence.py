@@ -535,7 +535,7 @@ def run_queue(
                 log(
                     f"queue: {method} seed {seed}: top-1 {result['accuracy']:.4f} top-5 {result['top5_accuracy']:.4f} "
                     f"ECE {result['ece']:.4f} ({result['wall_seconds']:.0f} s, "
-                    f"{result['steady_images_per_s']:.0f} img/s)"
+                    f"{result.get('steady_images_per_s') or 0:.0f} img/s after warm-up)"
                 )
             write_json(runs_path, record)
     if record["runs"] or record["failed"]:
