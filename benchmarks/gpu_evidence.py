@@ -300,10 +300,6 @@ def run_speed(mode: Mode, out: Path, log: Log, deadline: float) -> None:
             log(f"speed: {script} failed (exit {done.returncode})")
 
 
-def probe_rate(result: dict[str, Any]) -> float | None:
-    return result.get("steady_images_per_s")
-
-
 def concurrent_rate(results: list[dict[str, Any]], batch: int) -> float | None:
     """Images/s of several processes together, over the window in which all of them were past warm-up."""
     marks = [r.get("step_marks") or [] for r in results]
@@ -367,7 +363,7 @@ def run_probe(
                 results.append(result)
         if len(results) != count:
             continue
-        total = probe_rate(results[0]) if count == 1 else concurrent_rate(results, settings.batch)
+        total = results[0].get("steady_images_per_s") if count == 1 else concurrent_rate(results, settings.batch)
         measured[name] = {
             "processes": count,
             "compile": settings.compile,

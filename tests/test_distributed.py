@@ -57,15 +57,20 @@ MixProTrainer.mix_inputs = mix_inputs
 sys.exit(train.main())
 """
 
-# Runs the no-Trainer example with the same record of its first batch.
-NO_TRAINER_WRAPPER = """
-import importlib.util, json, os, sys
+# The start of each no-Trainer wrapper: load the example as a module, keep its mix_batch to wrap.
+NO_TRAINER_PRELUDE = """
+import hashlib, importlib.util, json, os, sys
 spec = importlib.util.spec_from_file_location("no_trainer", {script!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 record_dir = os.environ["MIXPRO_TEST_RECORD"]
 original = module.mix_batch
+"""
 
+# Runs the no-Trainer example with the same record of its first batch.
+NO_TRAINER_WRAPPER = (
+    NO_TRAINER_PRELUDE
+    + """
 def mix_batch(pixel_values, config, patch_size, generator=None):
     mix = original(pixel_values, config, patch_size, generator)
     rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
@@ -80,6 +85,7 @@ def mix_batch(pixel_values, config, patch_size, generator=None):
 module.mix_batch = mix_batch
 module.main()
 """
+)
 
 
 def free_port() -> str:
@@ -443,14 +449,9 @@ def test_streaming_two_processes_read_different_samples(tmp_path):
 
 
 # The no-Trainer example, streaming: records a digest of every training image per rank, as STREAM_WRAPPER does.
-NO_TRAINER_STREAM_WRAPPER = """
-import hashlib, importlib.util, os
-spec = importlib.util.spec_from_file_location("no_trainer", {script!r})
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-record_dir = os.environ["MIXPRO_TEST_RECORD"]
-original = module.mix_batch
-
+NO_TRAINER_STREAM_WRAPPER = (
+    NO_TRAINER_PRELUDE
+    + """
 def mix_batch(pixel_values, config, patch_size, generator=None):
     with open(os.path.join(record_dir, f"samples_rank{{os.environ.get('RANK', '0')}}.txt"), "a") as f:
         for image in pixel_values:
@@ -460,6 +461,7 @@ def mix_batch(pixel_values, config, patch_size, generator=None):
 module.mix_batch = mix_batch
 module.main()
 """
+)
 
 
 def no_trainer_module():
