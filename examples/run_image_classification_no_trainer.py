@@ -45,6 +45,7 @@ from mixpro_hf import (
     write_figures,
     write_model_card,
 )
+from mixpro_hf.divergence import NonFiniteLossWatch, TrainingDiverged, check_finite_weights
 
 PROG = Path(__file__).name
 
@@ -91,6 +92,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Parse, train, evaluate and save; bad input exits 2 and a diverged run (a NaN/inf loss) exits 1, each with
+    one line on stderr and nothing non-finite saved."""
     try:  # bad input, found before training: one line on stderr and exit 2, as mixpro-train
         model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else list(argv))
         streaming = data_args.streaming  # prepare refuses a stream without --max_steps (it has no length)
@@ -99,6 +102,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     except (ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        return train_and_save(model_args, data_args, args, accelerator, prepared)
+    except TrainingDiverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def train_and_save(
+    model_args: Any, data_args: Any, args: MixProTrainingArguments, accelerator: Accelerator, prepared: Any
+) -> dict[str, float]:
+    """The training loop, evaluation and the saved run (see the module docstring)."""
+    streaming = data_args.streaming
     config = args.mixpro_config()
     collate = MixProCollator(config=None, patch_size=prepared.patch_size, num_labels=len(prepared.label_names))
     train_loader = make_train_loader(prepared.train_set, args, collate, streaming)
@@ -131,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
 
     history: list[dict[str, float]] = []
+    # every step's loss is watched on the device; the processes compare at logging steps and before saving
+    watch = NonFiniteLossWatch(accelerator.device)
     losses: list[torch.Tensor] = []
     stats: list[dict[str, torch.Tensor]] = []
     step, micro, epoch = 0, 0, 0
@@ -148,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                 batch_generator(args.seed, accelerator.process_index, micro),
             )
             micro += 1
+            learning_rate = scheduler.get_last_lr()[0]
             with accelerator.accumulate(model), accelerator.autocast():
                 result, _ = forward_mixed(
                     model,
@@ -165,13 +183,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                 scheduler.step()
                 optimizer.zero_grad()
             losses.append(result.loss.detach())
+            watch.observe(result.loss, step + 1, learning_rate)
             stats.append(result.stats)
             if accelerator.sync_gradients:
                 step += 1
                 progress.update(1)
                 if step % args.logging_steps == 0 or step == max_steps:
+                    watch.check(accelerator.gather)
                     loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean")  # all ranks, as Trainer
-                    entry = {"loss": float(loss), **mean_mix_stats(stats, learnable_alpha)}
+                    over_ranks = {"sum_over_processes": lambda t: accelerator.reduce(t, reduction="sum")}
+                    mix_stats = mean_mix_stats(stats, learnable_alpha, device=accelerator.device, **over_ranks)
+                    entry = {"loss": float(loss), **mix_stats}
                     history.append({**entry, "step": step, "learning_rate": scheduler.get_last_lr()[0]})
                     losses.clear()
                     stats.clear()
@@ -182,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             raise RuntimeError("a pass over the training data gave no batch: fewer examples than one batch per rank")
         epoch += 1
 
+    watch.check(accelerator.gather)  # the last steps' losses, if they were not logged
+    check_finite_weights(accelerator.unwrap_model(model), f"checkpoint-{step} or the final model")
     metrics: dict[str, float] = {}
     for prefix, loader in zip(eval_loaders, loaders, strict=True):
         metrics.update({f"{prefix}_{k}": v for k, v in evaluate(model, loader, accelerator).items()})

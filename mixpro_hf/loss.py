@@ -11,7 +11,7 @@ One contract for every training loop (the ``Trainer``, the Accelerate loop, the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -119,17 +119,41 @@ def learnable_alpha_parameter(config: MixProConfig, device: torch.device | str |
     return nn.Parameter(torch.zeros((), device=device))
 
 
+#: The per-batch statistics :func:`mixed_loss` returns, in the order :func:`mean_mix_stats` sums them.
+MIX_STAT_NAMES = ("alpha", "lam_attn", "lam", "lam_area")
+
+
 def mean_mix_stats(
-    batch_stats: Iterable[Mapping[str, torch.Tensor | float]], learnable_alpha: torch.Tensor | None = None
+    batch_stats: Iterable[Mapping[str, torch.Tensor | float]],
+    learnable_alpha: torch.Tensor | None = None,
+    sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """The ``mixpro/*`` log entries of a logging interval: each statistic averaged over the batches that have
     it (λ_area and λ over every batch; λ_attn over attention-labelled batches; α over PAL batches), plus
-    ``mixpro/learnable_alpha`` (sigmoid(θ)) when a learnable α is trained."""
-    values: dict[str, list[torch.Tensor]] = {}
+    ``mixpro/learnable_alpha`` (sigmoid(θ)) when a learnable α is trained.
+
+    With several processes, pass ``sum_over_processes`` (e.g. ``lambda t: accelerator.reduce(t, "sum")``) and
+    call it on every process: the per-statistic sums and batch counts are summed over the processes (one
+    collective; a process may have drawn no PAL batch while another did), so every process logs the mean over
+    all batches of all processes, not the main process's own. ``device``: where the sums live when this process
+    has no batch (the collective's device)."""
+    batch_stats = list(batch_stats)
+    extra = sorted({name for stats in batch_stats for name in stats} - set(MIX_STAT_NAMES))
+    names = [*MIX_STAT_NAMES, *extra] if sum_over_processes is None else list(MIX_STAT_NAMES)
+    first = next((v for stats in batch_stats for v in stats.values() if isinstance(v, torch.Tensor)), None)
+    device = device if device is not None else first.device if first is not None else "cpu"
+    totals = torch.zeros(2, len(names), device=device)  # row 0: sums, row 1: batch counts
     for stats in batch_stats:
-        for name, value in stats.items():
-            values.setdefault(name, []).append(torch.as_tensor(value).detach().float())
-    logs = {f"mixpro/{name}": round(float(torch.stack(items).mean()), 6) for name, items in values.items()}
+        for i, name in enumerate(names):
+            if name in stats:
+                totals[0, i] += torch.as_tensor(stats[name]).detach().float().to(device)
+                totals[1, i] += 1
+    if sum_over_processes is not None:
+        totals = sum_over_processes(totals)
+    sums, counts = totals.cpu().tolist()
+    rows = zip(names, sums, counts, strict=True)
+    logs = {f"mixpro/{name}": round(total / count, 6) for name, total, count in rows if count}
     if learnable_alpha is not None:
         logs["mixpro/learnable_alpha"] = round(float(torch.sigmoid(learnable_alpha.detach().float())), 6)
     return logs

@@ -23,6 +23,7 @@ import datasets
 import transformers
 
 from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
+from .divergence import TrainingDiverged
 from .hub import PushToHubError
 from .pipeline import (
     calibrate,
@@ -141,7 +142,8 @@ def _final_metrics(trainer: MixProTrainer, output_dir: Path, results: dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; one line on stderr for: bad input found before training (exit 2), a failed checkpoint
-    save or Hub push (exit 1), a SIGTERM that stopped training after a checkpoint (exit 143)."""
+    save or Hub push, a diverged run (a NaN/inf loss; nothing non-finite saved) (exit 1), a SIGTERM that stopped
+    training after a checkpoint (exit 143)."""
     handler = _console_handler()
     try:
         results = run(sys.argv[1:] if argv is None else argv)
@@ -153,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"mixpro-train: error: {err}", file=sys.stderr)
         return 2
-    except (CheckpointSaveError, PushToHubError) as err:
+    except (CheckpointSaveError, PushToHubError, TrainingDiverged) as err:
         print(f"mixpro-train: error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -21,14 +21,24 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint, rotate_checkpoints
 from transformers.utils import is_sagemaker_mp_enabled, is_torch_xla_available
+from transformers.utils import logging as hf_logging
 
 from .collator import MixProCollator, pop_mix
+from .divergence import (
+    NonFiniteLossWatch,
+    TrainingDiverged,
+    check_finite_weights,
+    nonfinite_parameter_names,
+    nonfinite_weights_message,
+)
 from .loss import learnable_alpha_parameter, mean_mix_stats
 from .mixing import MixOutput
 from .modeling import decay_parameter_names, model_geometry, unwrap_model
 from .recipe import batch_generator, mix_batch
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
+
+logger = hf_logging.get_logger(__name__)
 
 LEARNABLE_ALPHA_FILE = "mixpro_learnable_alpha.pt"
 #: Checkpoints are written to ``output_dir/.mixpro-saving/checkpoint-N`` and renamed to ``output_dir/checkpoint-N``
@@ -138,6 +148,7 @@ class MixProTrainer(Trainer):
         self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
+        self.loss_watch = NonFiniteLossWatch(self.args.device)
 
     # ------------------------------------------------------------------ mixing
 
@@ -181,6 +192,43 @@ class MixProTrainer(Trainer):
         self._mix_stats.append(result.stats)
         return (result.loss, outputs) if return_outputs else result.loss
 
+    # ------------------------------------------------------------------ a diverged run stops, unsaved
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """``Trainer.training_step``; its (unscaled) loss is watched for NaN/inf on the device, without a host sync
+        (:class:`~mixpro_hf.divergence.NonFiniteLossWatch`)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        learning_rate = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler is not None else float("nan")
+        self.loss_watch.observe(loss, self.state.global_step + 1, learning_rate)
+        return loss
+
+    def check_divergence(self) -> None:
+        """Raise :class:`~mixpro_hf.divergence.TrainingDiverged` on every process when any process had a non-finite
+        training loss (one gather; every process must call it)."""
+        self.loss_watch.check(self.accelerator.gather if self.args.world_size > 1 else None)
+
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        """Before the Trainer logs, evaluates, saves or ends training, stop if the run diverged: the watched losses
+        of every step since the last check are compared across processes here, where the Trainer synchronises
+        anyway, so a non-finite loss is never logged as a stand-in, evaluated, saved or returned."""
+        control = self.control
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self.check_divergence()
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def _check_weights_before_save(self, model: nn.Module, what: str) -> None:
+        """Refuse to write non-finite weights. Every process must call it: with several processes they agree through
+        one gather (sharded weights differ by process), so all stop or none does."""
+        bad = nonfinite_parameter_names(unwrap_model(model))
+        if self.args.world_size > 1:
+            flags = self.accelerator.gather(torch.tensor([float(bool(bad))], device=self.args.device))
+            if flags.max().item() and not bad:
+                bad = ["the weights of another process"]
+        if bad:
+            raise TrainingDiverged(nonfinite_weights_message(bad, what))
+
     # ------------------------------------------------------------------ evaluation never mixes
 
     def _unmixed_collator_call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -201,9 +249,18 @@ class MixProTrainer(Trainer):
     # ------------------------------------------------------------------ logging
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean MixPro statistics of the steps since the last training log."""
-        if "loss" in logs and self._mix_stats:
-            logs.update(mean_mix_stats(self._mix_stats, self.learnable_alpha))
+        """Add the mean MixPro statistics of the steps since the last training log, over the batches of every
+        process (the Trainer calls this on every process at a logging step: one collective)."""
+        if "loss" in logs and (self._mix_stats or self.args.world_size > 1):
+            several = self.args.world_size > 1
+            logs.update(
+                mean_mix_stats(
+                    self._mix_stats,
+                    self.learnable_alpha,
+                    sum_over_processes=(lambda t: self.accelerator.reduce(t, reduction="sum")) if several else None,
+                    device=self.args.device,
+                )
+            )
             self._mix_stats.clear()
         super().log(logs, start_time)
 
@@ -253,6 +310,7 @@ class MixProTrainer(Trainer):
         the previous checkpoints are untouched."""
         run_dir = super()._get_output_dir(trial)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._check_weights_before_save(model, name)
         staging_root = os.path.join(run_dir, STAGING_DIR)
         staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
         if self.args.should_save:
@@ -305,7 +363,9 @@ class MixProTrainer(Trainer):
         previous one stays until the new one is complete; the staging folder is then removed.
 
         An ``OSError`` while writing (a full disk, ...) removes the staging folder, leaves ``output_dir`` untouched
-        and raises :class:`CheckpointSaveError` (one line). Saves that are not staged (``Trainer``'s own path):
+        and raises :class:`CheckpointSaveError` (one line). Non-finite weights are not written:
+        :class:`~mixpro_hf.divergence.TrainingDiverged` (checked on this process's weights: no collective, since a
+        user may call this on the main process only). Saves that are not staged (``Trainer``'s own path):
 
         * a target inside a ``.mixpro-saving`` folder: the checkpoint that :meth:`_save_checkpoint` already stages
           (decided on the path, not on ``_internal_call``: :meth:`push_to_hub` saves the final model with
@@ -316,6 +376,8 @@ class MixProTrainer(Trainer):
           ``user_content.pt``) from several processes straight into the folder.
         """
         target = output_dir if output_dir is not None else self.args.output_dir
+        if STAGING_DIR not in os.path.abspath(target).split(os.sep):  # a checkpoint is checked by _save_checkpoint
+            check_finite_weights(unwrap_model(self.model), f"the model in {target}")
         if not self._stages_final_save(target):
             super().save_model(output_dir, _internal_call)
             return
@@ -378,7 +440,25 @@ class MixProTrainer(Trainer):
         if not self._loads_with_from_pretrained(resume_from_checkpoint, target):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
-        restored = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
+        self._reload_weights(resume_from_checkpoint, target)
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: the best checkpoint's weights, every tensor, through the same reload as a resume
+        (:meth:`_load_from_checkpoint`: ``Trainer``'s own reload misses the legacy key names and keeps the last
+        weights, a mix-up nobody notices)."""
+        best = self.state.best_model_checkpoint
+        target = unwrap_model(self.model)
+        if best is None or not self._loads_with_from_pretrained(best, target):
+            super()._load_best_model()
+            return
+        logger.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
+        self._reload_weights(best, target)
+
+    @staticmethod
+    def _reload_weights(checkpoint: str, target: nn.Module) -> None:
+        """Load ``checkpoint``'s weights into ``target`` in place: ``from_pretrained`` (legacy names converted), then
+        ``load_state_dict(strict=True)`` (every key checked)."""
+        restored = type(target).from_pretrained(checkpoint, config=target.config)
         target.load_state_dict(restored.state_dict(), strict=True)
 
     def _loads_with_from_pretrained(self, checkpoint: str, target: nn.Module) -> bool:
@@ -433,8 +513,6 @@ class MixProTrainer(Trainer):
         arguments; a README.md that mixpro_hf did not write is kept, with a warning."""
         if not self.is_world_process_zero():
             return
-        from transformers.utils import logging
-
         from .model_card import write_model_card
 
         first = [v if isinstance(v, str) else (v or [None])[0] for v in (dataset_tags, dataset)]
@@ -452,7 +530,7 @@ class MixProTrainer(Trainer):
                 language=language,
             )
         except (FileExistsError, FileNotFoundError) as err:  # a user's own README.md; or no saved model yet
-            logging.get_logger(__name__).warning(f"model card not written: {err}")
+            logger.warning(f"model card not written: {err}")
 
     def push_to_hub(
         self,

@@ -50,6 +50,13 @@ class MixProTrainingArguments(MixProConfig, TrainingArguments):
             "(*_ece, *_ece_calibrated) in all_results.json and the model card; top-1 is unchanged."
         },
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "🤗's stand-in for a NaN/inf training loss (the mean of the earlier ones; a host sync every step). "
+            "Off: a non-finite loss stops the run instead (mixpro_hf.divergence), and the eval loss is the real one."
+        },
+    )
     hub_strategy: HubStrategy | str = field(
         default="end",
         metadata={
