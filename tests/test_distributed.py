@@ -215,14 +215,14 @@ def losses(output_dir: Path) -> list[float]:
     return [entry["loss"] for entry in history if "loss" in entry]
 
 
-def check_written_once(output_dir: Path) -> None:
-    """One card, one run record, one set of figures, one checkpoint; every JSON complete."""
+def check_written_once(output_dir: Path, kept: tuple[str, ...] = (f"checkpoint-{STEPS}",)) -> None:
+    """One card, one run record, one set of figures, the ``kept`` checkpoints; every JSON complete."""
     files = listing(output_dir)
     for name in ("README.md", "mixpro_run.json", "alpha_curve.png", "model.safetensors", "config.json"):
         assert files.count(name) == 1, (name, files)
     assert len([f for f in files if f.endswith("README.md")]) == 1, files
     checkpoints = sorted({f.split("/")[0] for f in files if f.startswith("checkpoint-")})
-    assert checkpoints == [f"checkpoint-{STEPS}"], files
+    assert checkpoints == sorted(set(kept)), files
     assert not [f for f in files if f.endswith((".tmp", ".part", ".lock")) or "rank1" in f], files
     for name in files:
         if name.endswith(".json"):
@@ -237,7 +237,7 @@ def test_two_machines_on_one_host_match_one_machine(tmp_path, entry):
     wrapper = tmp_path / "wrapper.py"
     if entry == "mixpro-train":
         wrapper.write_text(TRAINER_WRAPPER)
-        extra = ["--save_strategy", "steps", "--save_steps", str(STEPS)]
+        extra = ["--save_strategy", "steps", "--save_steps", "1", *BEST_MODEL_FLAGS]
     else:
         wrapper.write_text(NO_TRAINER_WRAPPER.format(script=str(NO_TRAINER)))
         extra = []
@@ -250,8 +250,47 @@ def test_two_machines_on_one_host_match_one_machine(tmp_path, entry):
     assert first_one == first_two
     assert len(losses(two)) == STEPS
     assert losses(two) == pytest.approx(losses(one), abs=1e-6)
-    check_written_once(two)
+    best = check_best_model(two) if entry == "mixpro-train" else f"checkpoint-{STEPS}"
+    check_written_once(two, kept=(best, f"checkpoint-{STEPS}"))  # the recipe's save_total_limit 2 keeps the best
     assert listing(two) == listing(one)
+    for out, first in runs.values():
+        check_mix_stats_of_all_ranks(out, first)
+    if entry == "mixpro-train":
+        check_best_model(one)
+
+
+# Two processes, load_best_model_at_end: a checkpoint and an evaluation every step, the best is the least accurate
+# (ties keep the earliest), so it is not the last checkpoint.
+BEST_MODEL_FLAGS = [
+    "--eval_strategy", "steps", "--eval_steps", "1", "--load_best_model_at_end", "True",
+    "--metric_for_best_model", "accuracy", "--greater_is_better", "False",
+]  # fmt: skip
+
+
+def check_best_model(output_dir: Path) -> str:
+    """The final model is the best checkpoint's, every tensor (the Trainer's own reload kept the last weights);
+    returns the best checkpoint's name."""
+    from safetensors.torch import load_file
+
+    best = Path(json.loads((output_dir / "trainer_state.json").read_text())["best_model_checkpoint"])
+    assert best.name != f"checkpoint-{STEPS}", best
+    final, best_weights = load_file(str(output_dir / "model.safetensors")), load_file(str(best / "model.safetensors"))
+    assert final.keys() == best_weights.keys()
+    assert all(torch.equal(final[k], best_weights[k]) for k in final), f"the final model is not {best.name}"
+    return best.name
+
+
+def check_mix_stats_of_all_ranks(output_dir: Path, first_batches: list[dict]) -> None:
+    """Each step's logged ``mixpro/lam_area`` is the mean over both ranks' batches (batch k of rank p drew from
+    ``batch_generator(seed, p, k)``), not rank 0's alone."""
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    logged = {e["step"]: e["mixpro/lam_area"] for e in history if "mixpro/lam_area" in e}
+    config = MixProConfig(mix_method="mixpro", maskmix_prob=1.0, mask_scale=2)
+    shape = first_batches[0]["shape"]
+    draws = [[batch_generator(SEED, rank, k) for rank in (0, 1)] for k in range(STEPS)]
+    rank_means = [[float(mix_batch(torch.zeros(shape), config, 4, g).lam_area.mean()) for g in gens] for gens in draws]
+    assert [logged[k + 1] for k in range(STEPS)] == pytest.approx([sum(m) / 2 for m in rank_means], abs=1e-5)
+    assert any(abs(m[0] - m[1]) > 1e-4 for m in rank_means)  # the test tells rank 0 from all ranks
 
 
 # ---------------------------------------------------------------------------------------------- FSDP
