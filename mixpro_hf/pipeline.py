@@ -35,7 +35,7 @@ from .step import check_model_for_mixing
 from .streaming import load_streaming_splits
 from .trainer import STAGING_DIR, WEIGHT_FILES, MixProTrainer
 from .training_args import MixProTrainingArguments
-from .transforms import build_transforms
+from .transforms import build_transforms, evaluation_processor
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,8 @@ def _prepare_data_and_model(
         raise ValueError("the model config and its image processor give no image size")
     check_model_for_mixing(model, training_args.mixpro_config(), patch, image_size)
     train_tf, eval_tf = build_transforms(image_size, processor.image_mean, processor.image_std, data_args)
+    # the processor saved with the model is the evaluation transform (interpolation, resize, crop, mean/std)
+    processor = evaluation_processor(image_size, processor.image_mean, processor.image_std, data_args)
     train_set = attach_transform(train_set, train_tf, image_column, label_column)
     eval_set = attach_transform(eval_set, eval_tf, image_column, label_column)
     if test_set is not None:

@@ -4,7 +4,9 @@ Train: RandomResizedCrop (bicubic, area scale ``crop_scale_min``-1), horizontal 
 ``rand-m9-mstd0.5-inc1`` (2 ops from the "increasing" set, magnitude 9 of 10 with a normal jitter of std 0.5, each op
 applied with probability 0.5), normalisation, RandomErasing 0.25 filled with per-pixel normal noise. Evaluation:
 resize the short side to ``image_size / crop_pct`` (bicubic), centre-crop ``image_size``, normalise. These are
-timm's own ``create_transform`` pipelines, with the arguments of the DeiT / MixPro ``build_transform``.
+timm's own ``create_transform`` pipelines, with the arguments of the DeiT / MixPro ``build_transform``; the
+evaluation's centre crop takes 🤗's offsets (:class:`CenterCropFloor`) so that :func:`evaluation_processor`, the
+🤗 image processor saved with the model, reproduces it.
 
 Papers:
     - RandAugment: Practical automated data augmentation with a reduced search space - Cubuk et al., 2020
@@ -16,13 +18,15 @@ Papers:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 from timm.data import create_transform
 from torchvision import transforms
+from torchvision.transforms import functional as TF
 
 if TYPE_CHECKING:
     from .data import DataArguments
@@ -82,6 +86,56 @@ def check_auto_augment(auto_augment: str | None) -> None:
             raise ValueError(f"auto_augment={auto_augment!r} has sections timm ignores: {unknown}")
 
 
+class CenterCropFloor(transforms.CenterCrop):
+    """torchvision's ``CenterCrop`` with the offsets of 🤗 image processors, ``floor((H - h) / 2)`` (both the PIL
+    and the torchvision backend). torchvision rounds half to even instead, which crops one pixel further when
+    ``H - h`` is 3 modulo 4: the long side of a non-square image after the short-side resize often is."""
+
+    def forward(self, img: Any) -> Any:
+        width, height = TF.get_image_size(img)
+        crop_height, crop_width = self.size
+        if crop_height > height or crop_width > width:  # padded: torchvision's own rule (🤗 pads the same way)
+            return super().forward(img)
+        return TF.crop(img, (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width)
+
+
+def evaluation_processor(image_size: int, mean: Sequence[float], std: Sequence[float], args: DataArguments) -> Any:
+    """The 🤗 image processor that is :func:`build_transforms`' evaluation pipeline: saved with the model
+    (``preprocessor_config.json``), so that ``pipeline("image-classification")`` and ``AutoImageProcessor`` give the
+    inputs the card's accuracy was measured on.
+
+    A ``BitImageProcessor`` (a stock 🤗 class, in every transformers version): convert to RGB, resize the shorter
+    side to ``floor(image_size / crop_pct)`` (timm's rounding, and 🤗's ``int(short * long / short)`` long side, as
+    torchvision's), centre crop ``image_size`` (:class:`CenterCropFloor`), rescale by 1/255, normalise; or, with
+    ``train_augment=False``, resize to ``image_size`` squared. Interpolation ``args.interpolation``. Its PIL backend
+    (``AutoImageProcessor.from_pretrained(path, backend="pil")``; transformers 4.x: ``use_fast=False``) computes
+    the same tensors to float rounding; the torchvision backend (the default in transformers 5) resizes uint8
+    tensors, within about one grey level of PIL's resize.
+    """
+    from transformers import BitImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    resample = PILImageResampling.BICUBIC if args.interpolation == "bicubic" else PILImageResampling.BILINEAR
+    common = dict(
+        do_convert_rgb=True,
+        do_resize=True,
+        resample=resample,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[float(m) for m in mean],
+        image_std=[float(s) for s in std],
+    )
+    if not args.train_augment:
+        return BitImageProcessor(size={"height": image_size, "width": image_size}, do_center_crop=False, **common)
+    return BitImageProcessor(
+        size={"shortest_edge": math.floor(image_size / args.crop_pct)},
+        do_center_crop=True,
+        crop_size={"height": image_size, "width": image_size},
+        **common,
+    )
+
+
 def build_transforms(
     image_size: int, mean: Sequence[float], std: Sequence[float], args: DataArguments
 ) -> tuple[ImageTransform, ImageTransform]:
@@ -120,4 +174,7 @@ def build_transforms(
     evaluation = create_transform(
         image_size, is_training=False, crop_pct=args.crop_pct, interpolation=args.interpolation, mean=mean, std=std
     )
+    evaluation.transforms = [
+        CenterCropFloor(step.size) if type(step) is transforms.CenterCrop else step for step in evaluation.transforms
+    ]
     return train, evaluation
