@@ -38,6 +38,7 @@ from mixpro_hf import (
     learnable_alpha_parameter,
     mean_mix_stats,
     mix_batch,
+    mixing_warnings,
     optimizer_param_groups,
     parse_args,
     prepare,
@@ -115,6 +116,10 @@ def train_and_save(
     """The training loop, evaluation and the saved run (see the module docstring)."""
     streaming = data_args.streaming
     config = args.mixpro_config()
+    grid = (prepared.image_size // prepared.patch_size,) * 2
+    for message in mixing_warnings(config, grid, args.per_device_train_batch_size):
+        if accelerator.is_main_process:
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
     collate = MixProCollator(config=None, patch_size=prepared.patch_size, num_labels=len(prepared.label_names))
     train_loader = make_train_loader(prepared.train_set, args, collate, streaming)
     eval_loaders = {"eval": prepared.eval_set, "test": prepared.test_set}

@@ -11,7 +11,7 @@ from .labels import (
 )
 from .loss import MixedLoss, learnable_alpha_parameter, mean_mix_stats, mixed_loss
 from .mixing import MixOutput, cutmix, maskmix, maskmix_mask, mixup, unmixed
-from .recipe import MIX_METHODS, MixProConfig, batch_generator, label_mode, mix_batch
+from .recipe import MIX_METHODS, MixProConfig, batch_generator, label_mode, mix_batch, mixing_warnings
 
 __version__ = "0.1.0"
 
@@ -70,6 +70,7 @@ __all__ = [
     "mean_mix_stats",
     "mix_batch",
     "mix_to_batch",
+    "mixing_warnings",
     "mixed_loss",
     "mixed_target",
     "mixup",

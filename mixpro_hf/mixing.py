@@ -194,6 +194,19 @@ def check_mask_grid(grid: tuple[int, int], mask_scale: int) -> None:
         )
 
 
+def unmixed_maskmix_share(grid: tuple[int, int], mask_scale: int, beta: float = 1.0) -> float:
+    """The share of MaskMix draws that mix nothing: all ``S`` cells the sample's own.
+
+    With ``tau ~ Beta(beta, beta)`` (eq. 6) and ``k = ceil(S * tau)`` own cells (reference code), ``k = S`` exactly
+    when ``tau > 1 - 1/S``; with the paper's ``floor``, ``k = 0`` (all cells the partner's: the partner unmixed)
+    exactly when ``tau < 1/S``. Beta(beta, beta) is symmetric, so both are its CDF at ``1/S``: ``1/S`` for
+    ``beta = 1``, e.g. a quarter for 2x2 cells, 1/16 for the paper's 4x4 cells on ImageNet."""
+    from scipy.special import betainc
+
+    cells = math.ceil(grid[0] / mask_scale) * math.ceil(grid[1] / mask_scale)
+    return float(betainc(beta, beta, 1.0 / cells))
+
+
 def maskmix_mask(
     batch_size: int,
     grid: tuple[int, int],

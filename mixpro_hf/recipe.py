@@ -42,7 +42,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import numpy as np
 import torch
 
-from .mixing import MixOutput, cutmix, maskmix, mix_per_sample, mixup, unmixed
+from .mixing import MixOutput, cutmix, maskmix, mix_per_sample, mixup, unmixed, unmixed_maskmix_share
 
 MixMethod = Literal["none", "mixup", "cutmix", "mixup_cutmix", "transmix", "maskmix", "mixpro"]
 AlphaStrategy = Literal["cosine", "equal", "linear", "parabolic", "learnable"]
@@ -272,6 +272,41 @@ def mix_batch(
     if not has_mixup:
         raise ValueError(f"mix_method={method!r} needs mixup_alpha > 0, got {config.mixup_alpha!r}")
     return mixup(pixel_values, alpha=config.mixup_alpha, generator=generator, patch_size=patch_size)
+
+
+#: Warn when more than this share of MaskMix draws cannot mix (:func:`~mixpro_hf.mixing.unmixed_maskmix_share`): twice
+#: the share of the paper's own setting (ImageNet, 14x14 patches, mask_scale 4: 4x4 cells, 1/16 unmixed), so the
+#: paper's geometry passes, 3x3 cells (1/9) pass, and 2x3 (1/6) and 2x2 (1/4) cells warn.
+UNMIXED_SHARE_WARNING = 1 / 8
+
+
+def mixing_warnings(config: MixProConfig, grid: tuple[int, int] | None, per_process_batch_size: int) -> list[str]:
+    """What would make a run mix much less than its settings say, one line each (training still runs):
+
+    * a MaskMix grid with so few cells that more than :data:`UNMIXED_SHARE_WARNING` of the MaskMix draws keep every
+      cell of one image (``grid``: the patch grid, ``None`` when unknown);
+    * one image per process and batch: a batch is mixed with itself only, so every batch stays unmixed (λ = 1).
+    """
+    if config.mix_method == "none":
+        return []
+    warnings_ = []
+    if per_process_batch_size == 1:
+        warnings_.append(
+            f"mix_method={config.mix_method!r} with a batch of 1 image per process: an image has no partner to mix "
+            "with, so no batch is mixed; use a per-device batch of at least 2"
+        )
+    if grid is not None and config.mix_method in MASKMIX_METHODS and config.maskmix_prob > 0:
+        share = unmixed_maskmix_share(grid, config.mask_scale, config.beta)
+        if share > UNMIXED_SHARE_WARNING:
+            cells = math.ceil(grid[0] / config.mask_scale) * math.ceil(grid[1] / config.mask_scale)
+            draws = "images" if config.tau_per_sample else "MaskMix batches"
+            warnings_.append(
+                f"mask_scale {config.mask_scale} on a {grid[0]}x{grid[1]} patch grid gives {cells} MaskMix cells: "
+                f"about {share:.0%} of the {draws} keep every cell of one image and are not mixed (tau ~ "
+                f"Beta({config.beta:g}, {config.beta:g}), {config.cell_count}(cells * tau) cells kept); a smaller "
+                "mask_scale gives more cells"
+            )
+    return warnings_
 
 
 def label_mode(config: MixProConfig, batch_method: str) -> str:

@@ -34,7 +34,7 @@ from .divergence import (
 from .loss import learnable_alpha_parameter, mean_mix_stats
 from .mixing import MixOutput
 from .modeling import decay_parameter_names, model_geometry, unwrap_model
-from .recipe import batch_generator, mix_batch
+from .recipe import batch_generator, mix_batch, mixing_warnings
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
@@ -149,6 +149,20 @@ class MixProTrainer(Trainer):
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
         self.loss_watch = NonFiniteLossWatch(self.args.device)
+
+    # ------------------------------------------------------------------ DDP
+
+    def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
+        """``Trainer`` asks DDP to look for unused parameters (``find_unused_parameters=True``) whenever
+        ``ddp_find_unused_parameters`` is unset, which costs a traversal of the autograd graph every step and makes
+        DDP warn that it found none (ViT, DeiT, BEiT from scratch use every parameter). Unset and with several
+        processes, it is decided from the model instead (:func:`unused_parameter_names`: on only when a parameter,
+        e.g. Dinov2's ``mask_token``, gets no gradient), and recorded in the arguments as what ran."""
+        if self.args.ddp_find_unused_parameters is None and self.args.world_size > 1:
+            _, image_size = model_geometry(self.model, self.args.mix_patch_size)
+            if image_size is not None and not (self.args.activation_checkpointing or self.args.gradient_checkpointing):
+                self.args.ddp_find_unused_parameters = bool(unused_parameter_names(self.model, image_size))
+        return super()._build_accelerator_args(**kwargs)
 
     # ------------------------------------------------------------------ mixing
 
@@ -274,6 +288,12 @@ class MixProTrainer(Trainer):
     ) -> TrainOutput:
         """``Trainer.train``, plus: a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary
         and raises :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
+        grid = None
+        _, image_size = model_geometry(self.model, self.args.mix_patch_size)
+        if image_size is not None:
+            grid = (image_size // self.patch_size,) * 2
+        for message in mixing_warnings(self.mix_config, grid, self.args.per_device_train_batch_size):
+            logger.warning(message)
         stop = StopOnSignal()
         self.add_callback(stop)
         try:
@@ -564,6 +584,29 @@ class MixProTrainer(Trainer):
             commit_message=commit_message or "End of training",
             revision=revision or self.args.hub_revision,
         )
+
+
+def unused_parameter_names(model: nn.Module, image_size: int) -> list[str]:
+    """The trainable parameters a classification forward of ``model`` does not reach (no gradient), found with one
+    image of zeros in eval mode (dropout and stochastic depth off; the random state is untouched), without touching
+    ``.grad``. Dinov2 and models built with ``use_mask_token`` have an unused ``mask_token``; ViT, DeiT, BEiT none."""
+    model = unwrap_model(model)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    first = named[0][1]
+    channels = int(getattr(getattr(model, "config", None), "num_channels", 3))
+    pixels = torch.zeros(1, channels, image_size, image_size, device=first.device, dtype=first.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            outputs = model(pixel_values=pixels)
+            logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+            grads = torch.autograd.grad(logits.sum(), [p for _, p in named], allow_unused=True)
+    finally:
+        model.train(was_training)
+    return [name for (name, _), grad in zip(named, grads, strict=True) if grad is None]
 
 
 def _replace_dir(source: str, target: str) -> None:
