@@ -117,6 +117,31 @@ def _dataset(name: Any, data_args: dict[str, Any]) -> tuple[str | None, str]:
     return None, EMBEDDED_DIGITS if data_args else f"a dataset that was {NOT_RECORDED}"
 
 
+def _preprocessing(out: Path, notes: list[str]) -> str | None:
+    """What the saved image processor does (it is the evaluation transform behind the results), and which backend
+    reproduces it how closely; None without a ``preprocessor_config.json``."""
+    if not (out / "preprocessor_config.json").is_file():
+        return None
+    proc = _read_json(out / "preprocessor_config.json", notes)
+    kind = proc.get("image_processor_type") or "image processor"
+    resample = {2: "bilinear", 3: "bicubic"}.get(proc.get("resample"), f"resample={proc.get('resample')}")
+    size, crop = proc.get("size") or {}, proc.get("crop_size") or {}
+    if "shortest_edge" in size:
+        resize = f"resizes the shorter side to {size['shortest_edge']} ({resample})"
+    else:
+        resize = f"resizes to {size.get('height')}×{size.get('width')} ({resample})"
+    if proc.get("do_center_crop") and crop:
+        resize += f", centre-crops {crop.get('height')}×{crop.get('width')}"
+    stats = f"mean {proc.get('image_mean')}, std {proc.get('image_std')}" if proc.get("do_normalize") else "no mean/std"
+    return (
+        f"**Preprocessing.** The saved `{kind}` (`preprocessor_config.json`) is the evaluation transform behind the "
+        f"results below: it {resize}, scales to [0, 1] and normalises ({stats}). "
+        '`AutoImageProcessor.from_pretrained(..., backend="pil")` (transformers 4: `use_fast=False`) reproduces '
+        "it to float rounding; the default torchvision backend, which `pipeline` uses, resizes 8-bit tensors and "
+        "differs by about one grey level (two where it enlarges a small image)."
+    )
+
+
 def generate_model_card(
     output_dir: str | os.PathLike[str],
     *,
@@ -205,6 +230,7 @@ def generate_model_card(
         alpha_figure=(out / "alpha_curve.png").is_file(),
         alpha_rows=alpha_rows,
         maskmix_figure=(out / "maskmix_samples.png").is_file(),
+        preprocessing_text=_preprocessing(out, notes),
         results_rows=results_rows,
         speed_rows=speed,
         seed=args.get("seed", NOT_RECORDED),

@@ -14,6 +14,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 
 from mixpro_hf.arguments import parse_args
 from mixpro_hf.data import DataArguments
+from mixpro_hf.model_card import generate_model_card
 from mixpro_hf.pipeline import make_trainer, prepare
 from mixpro_hf.transforms import build_transforms, evaluation_processor
 
@@ -71,7 +72,7 @@ def test_pipeline_and_auto_classes_predict_as_the_evaluation(tmp_path):
     """The processor ``prepare`` (mixpro-train's library path) hands to the Trainer is saved with the model; stock
     🤗 loading gives the evaluation's logits (PIL backend) and its predictions (``pipeline``, torchvision backend)."""
     argv = ["--output_dir", str(tmp_path / "run"), "--config_overrides", TINY_OVERRIDES, "--max_train_samples", "16"]
-    argv += ["--max_eval_samples", "8", "--report_to", "none", "--use_cpu", "True"]
+    argv += ["--max_eval_samples", "8", "--crop_pct", "0.875", "--report_to", "none", "--use_cpu", "True"]
     model_args, data_args, training_args = parse_args(argv)
     prepared = prepare(model_args, data_args, training_args)
     saved = tmp_path / "model"
@@ -85,6 +86,8 @@ def test_pipeline_and_auto_classes_predict_as_the_evaluation(tmp_path):
         reloaded = AutoModelForImageClassification.from_pretrained(saved).eval()
         logits = reloaded(**processor(images, return_tensors="pt")).logits
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    card = str(generate_model_card(saved))  # the card says what the saved processor does and how to reproduce it
+    assert "it resizes the shorter side to 18 (bicubic), centre-crops 16×16" in card and 'backend="pil"' in card
     classify = pipeline("image-classification", model=str(saved), device="cpu")
     for img, row in zip(images, expected.softmax(-1), strict=True):
         (top,) = classify(img, top_k=1)
