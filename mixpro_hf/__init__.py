@@ -21,6 +21,8 @@ _LAZY = {
     "cls_token_layout": "attention",
     "supports_cls_attention": "attention",
     "MixProTrainer": "trainer",
+    "TrainingDiverged": "divergence",
+    "nonfinite_parameter_names": "divergence",
     "MixProTrainingArguments": "training_args",
     "forward_mixed": "step",
     "check_model_for_mixing": "step",

@@ -75,6 +75,8 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     logger.info(recipe_summary(model_args, training_args))
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end, with the card
     trainer = make_trainer(prepared, training_args)
+    if data_args.uses_embedded_default and "mask_scale" not in given:  # the demo's own 2x2 cells, in the README
+        trainer.mixing_notice_level = logging.INFO
     output_dir = Path(training_args.output_dir)
     trainer.accelerator.wait_for_everyone()  # every process checked the output folder before it is written to
     if trainer.is_world_process_zero() and training_args.do_train:
