@@ -392,7 +392,9 @@ class MixProTrainer(Trainer):
         An ``OSError`` while writing (a full disk, ...) removes the staging folder, leaves ``output_dir`` untouched
         and raises :class:`CheckpointSaveError` (one line). Non-finite weights are not written:
         :class:`~mixpro_hf.divergence.TrainingDiverged` (checked on this process's weights: no collective, since a
-        user may call this on the main process only). Saves that are not staged (``Trainer``'s own path):
+        user may call this on the main process only; not for sharded weights, whose shards could disagree: there the
+        loss watch and the checkpoints' agreed check stand guard). Saves that are not staged (``Trainer``'s own
+        path):
 
         * a target inside a ``.mixpro-saving`` folder: the checkpoint that :meth:`_save_checkpoint` already stages
           (decided on the path, not on ``_internal_call``: :meth:`push_to_hub` saves the final model with
@@ -403,7 +405,8 @@ class MixProTrainer(Trainer):
           ``user_content.pt``) from several processes straight into the folder.
         """
         target = output_dir if output_dir is not None else self.args.output_dir
-        if STAGING_DIR not in os.path.abspath(target).split(os.sep):  # a checkpoint is checked by _save_checkpoint
+        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled or self.is_distributed_loading_by_transformers
+        if not sharded and STAGING_DIR not in os.path.abspath(target).split(os.sep):  # checkpoints: _save_checkpoint
             check_finite_weights(unwrap_model(self.model), f"the model in {target}")
         if not self._stages_final_save(target):
             super().save_model(output_dir, _internal_call)
