@@ -124,7 +124,12 @@ class MixProTrainer(Trainer):
         self.mix_config = args.mixpro_config()
         self.patch_size, image_size = model_geometry(model, args.mix_patch_size)
         self.num_labels = int(unwrap_model(model).config.num_labels)
-        check_model_for_mixing(model, self.mix_config, self.patch_size, image_size)
+        self._image_size = image_size
+        evaluating_only = (
+            kwargs.get("train_dataset") is None and not args.do_train and (args.do_eval or args.do_predict)
+        )
+        if not evaluating_only:  # a Trainer built to evaluate mixes nothing; train() checks again
+            check_model_for_mixing(model, self.mix_config, self.patch_size, image_size)
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = MixProCollator(
                 config=self.mix_config if args.mix_on == "collator" else None,
@@ -215,12 +220,25 @@ class MixProTrainer(Trainer):
         trial: Any = None,
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
-        """``Trainer.train``, plus: a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary
-        and raises :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
+        """``Trainer.train``, plus:
+
+        * the preflight of the model: the mixing settings against its geometry
+          (:func:`~mixpro_hf.step.check_model_for_mixing`) and, for a resume, the checkpoint's pickle files
+          (:func:`~mixpro_hf.preflight.check_pickles`), before the first step;
+        * one run per output folder: the main process holds the folder's lock
+          (:class:`~mixpro_hf.output_guard.OutputDirLock`) while training, so a second run into it is refused;
+        * a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary and raises
+          :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
+        from .output_guard import output_dir_lock
+        from .preflight import check_pickles
+
+        check_model_for_mixing(self.model, self.mix_config, self.patch_size, self._image_size)
+        if isinstance(resume_from_checkpoint, str) and os.path.isdir(resume_from_checkpoint):
+            check_pickles(resume_from_checkpoint)
         stop = StopOnSignal()
         self.add_callback(stop)
         try:
-            with stop.installed(signal.SIGTERM):
+            with output_dir_lock(self.args.output_dir, take=self.args.should_save), stop.installed(signal.SIGTERM):
                 result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
             self.remove_callback(stop)
