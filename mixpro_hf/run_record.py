@@ -212,7 +212,11 @@ class RunRecorder(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        optimizer, scheduler = kwargs.get("optimizer"), kwargs.get("lr_scheduler")
+        self.write(args, state.global_step, kwargs.get("optimizer"), kwargs.get("lr_scheduler"))
+
+    def write(self, args: TrainingArguments, global_step: int, optimizer: Any, scheduler: Any) -> None:
+        """Apply the accepted changes to the (restored) ``optimizer`` and ``scheduler``, then write the record of
+        the run from step ``global_step`` on (a training loop without a Trainer calls this before its first step)."""
         if optimizer is not None and "learning_rate" in self.changes:
             apply_learning_rate(optimizer, scheduler, float(self.changes["learning_rate"]))
         if optimizer is not None and "weight_decay" in self.changes:
@@ -226,9 +230,9 @@ class RunRecorder(TrainerCallback):
         applied["total_train_batch_size"] = (
             args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         )
-        segment = {"from_step": state.global_step, "applied": applied}
+        segment = {"from_step": global_step, "applied": applied}
         segments = list((self.previous or {}).get("segments") or [])
-        if state.global_step > 0 and segments and not self.changes:
+        if global_step > 0 and segments and not self.changes:
             segment = segments.pop()  # an unchanged resume continues the last segment
         segments.append(segment)
         record = json.loads(json.dumps(self.settings, default=str))

@@ -122,6 +122,8 @@ def test_a_resume_with_a_changed_learning_rate_is_refused_then_applied_and_recor
     assert segments == [(0, pytest.approx(0.001)), (2, pytest.approx(0.002))]
     assert record["training_args"]["learning_rate"] == pytest.approx(0.002)
     assert record["examples"]["train"] == 64
+    card = (out / "README.md").read_text()
+    assert "from step 2: learning_rate `0.002` (before: learning_rate `0.001`)" in card
 
 
 # ---------------------------------------------------------------------- 6. one run per output folder
