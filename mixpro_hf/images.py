@@ -46,7 +46,8 @@ def ensure_image_feature(dataset: Dataset, image_column: str) -> Dataset:
         return dataset.cast_column(image_column, DatasetsImage())
     if isinstance(feature, Value) and feature.dtype in STRING_DTYPES:
         return dataset.cast_column(image_column, DatasetsImage())
-    if isinstance(feature, (Value, ClassLabel)):  # one number per row is not an image
+    numbers = isinstance(feature, ClassLabel) or (isinstance(feature, Value) and "binary" not in feature.dtype)
+    if numbers:  # one number per row is not an image
         dtype = getattr(feature, "dtype", type(feature).__name__)
         rows = dataset.select_columns([image_column]).with_format("arrow")[:1] if isinstance(dataset, Dataset) else None
         example = rows[image_column].to_pylist() if rows is not None else []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,13 @@ def run_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return must + [_phrase(key, old, new) for key, (old, new) in changed.items()]
 
 
+def _same(old: Any, new: Any) -> bool:
+    """Equal, floats up to rounding (a learning rate read back from the optimizer)."""
+    if isinstance(old, float) and isinstance(new, float):
+        return math.isclose(old, new, rel_tol=1e-9)
+    return old == new
+
+
 def resume_differences(before: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], dict[str, tuple[Any, Any]]]:
     """``(refused, changed)``: phrases for the :data:`MUST_MATCH` settings and class names that differ, and the
     :data:`CHANGE_NEEDS_CONSENT` settings that differ as ``{key: (old, new)}``."""
@@ -107,7 +115,7 @@ def resume_differences(before: dict[str, Any], now: dict[str, Any]) -> tuple[lis
     changed = {
         key: (old_args[key], new_args.get(key))
         for key in CHANGE_NEEDS_CONSENT
-        if key in old_args and old_args[key] != new_args.get(key)
+        if key in old_args and not _same(old_args[key], new_args.get(key))
     }
     return refused, changed
 
@@ -168,15 +176,17 @@ def apply_learning_rate(optimizer: Any, scheduler: Any, learning_rate: float) ->
     old = _base_learning_rate(optimizer, scheduler)
     if not old:
         return
-    factor = learning_rate / old
+    def scaled(rate: float) -> float:  # the first group's base becomes exactly ``learning_rate``
+        return learning_rate * (rate / old)
+
     if scheduler is not None and getattr(scheduler, "base_lrs", None):
-        scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+        scheduler.base_lrs = [scaled(rate) for rate in scheduler.base_lrs]
         if getattr(scheduler, "_last_lr", None):
-            scheduler._last_lr = [rate * factor for rate in scheduler._last_lr]
+            scheduler._last_lr = [scaled(rate) for rate in scheduler._last_lr]
     for group in optimizer.param_groups:
-        group["lr"] *= factor
+        group["lr"] = scaled(group["lr"])
         if "initial_lr" in group:
-            group["initial_lr"] *= factor
+            group["initial_lr"] = scaled(group["initial_lr"])
 
 
 def apply_weight_decay(optimizer: Any, weight_decay: float) -> None:
