@@ -79,9 +79,11 @@ def test_evaluate_only_evaluates_the_given_folder_even_with_mixing_settings_a_ti
 ):
     folder = image_folder(tmp_path / "val", {"cat": 3, "dog": 2})
     caplog.set_level("INFO", logger="mixpro_hf")
-    flags = evaluate_only(tmp_path, saved_model, "--do_eval", "True", "--validation_dir", str(folder))
+    test = image_folder(tmp_path / "test", {"cat": 1, "dog": 2})
+    flags = evaluate_only(tmp_path, saved_model, "--validation_dir", str(folder), "--test_dir", str(test))
     results = train.run([*flags, "--mask_scale", "4"])  # a 1-cell MaskMix grid: refused only when training
     assert results["eval_samples"] == 5, "exactly the 5 images of --validation_dir, not the embedded digits"
+    assert results["test_samples"] == 3, "and the 3 of --test_dir"
     assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_samples"] == 5
     assert "evaluating the model on 5 validation images" in caplog.text
     assert not (tmp_path / "out" / LOCK_FILE).exists(), "the lock is released"
@@ -142,6 +144,19 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
     line = one_line_error(capsys)
     assert "is in use by another run" in line and f"pid {os.getppid()}" in line
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE], "nothing written, the other run's lock kept"
+
+
+def test_the_no_trainer_example_refuses_a_folder_in_use(tmp_path, capsys):
+    from test_training_loops import _no_trainer_main
+
+    out = tmp_path / "out"
+    hold_lock(out, os.getppid())
+    with pytest.raises(SystemExit) as exit_info:
+        _no_trainer_main()(fast(tmp_path))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is in use by another run" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
 
 
 def test_the_trainer_refuses_a_folder_in_use(tmp_path, tiny_vit, toy_dataset):
