@@ -89,6 +89,14 @@ def test_evaluate_only_evaluates_the_given_folder_even_with_mixing_settings_a_ti
     assert not (tmp_path / "out" / LOCK_FILE).exists(), "the lock is released"
 
 
+def test_a_trainer_built_to_evaluate_does_not_check_mixing_settings(tmp_path, tiny_vit, toy_dataset):
+    args = MixProTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], do_eval=True, mask_scale=4)
+    trainer = MixProTrainer(model=tiny_vit(), args=args, eval_dataset=toy_dataset(8))
+    assert "eval_loss" in trainer.evaluate()
+    with pytest.raises(ValueError, match="mask_scale 4 on a 4x4 patch grid"):
+        trainer.train()  # training checks them before the first step
+
+
 def test_evaluate_only_without_evaluation_data_is_refused(tmp_path, saved_model, capsys):
     assert train.main(evaluate_only(tmp_path, saved_model, "--do_eval", "True")) == 2
     assert "no evaluation data was given" in one_line_error(capsys)
