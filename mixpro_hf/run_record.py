@@ -29,6 +29,8 @@ from .recipe import MixProConfig
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "mixpro_run.json"
+#: In every checkpoint folder: the training settings it was made with (the learning rate from the optimizer).
+SETTINGS_FILE = "mixpro_settings.json"
 RESUME_FLAG = "--resume_with_changed_settings True"
 #: Settings a resumed run must share with the run that wrote its checkpoint (besides ``label_names``).
 MUST_MATCH: dict[str, tuple[str, ...]] = {
@@ -101,6 +103,10 @@ def _same(old: Any, new: Any) -> bool:
     return old == new
 
 
+def _same_settings(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    return before.keys() == now.keys() and all(_same(before[k], now[k]) for k in now)
+
+
 def resume_differences(before: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], dict[str, tuple[Any, Any]]]:
     """``(refused, changed)``: phrases for the :data:`MUST_MATCH` settings and class names that differ, and the
     :data:`CHANGE_NEEDS_CONSENT` settings that differ as ``{key: (old, new)}``."""
@@ -120,25 +126,10 @@ def resume_differences(before: dict[str, Any], now: dict[str, Any]) -> tuple[lis
     return refused, changed
 
 
-def check_resume(checkpoint: str, record: dict[str, Any], accept_changes: bool = False) -> dict[str, Any]:
-    """Compare this run's ``record`` (:func:`run_record`) with that of the run that wrote ``checkpoint`` (the
-    ``mixpro_run.json`` beside it); returns the accepted changes ``{key: new value}``.
-
-    A different data set, model or class names is refused; a changed :data:`CHANGE_NEEDS_CONSENT` setting is refused
-    unless ``accept_changes``. Each refusal is one line naming every difference and what to do."""
-    path = Path(checkpoint).expanduser().resolve().parent / RUN_FILE
-    before = read_run_record(path)
-    if before is None:
-        logger.warning("no readable %s beside %s: its run's settings are not checked", path, checkpoint)
-        return {}
-    refused, changed = resume_differences(before, record)
-    if refused:
-        raise ValueError(
-            f"--resume_from_checkpoint {checkpoint} belongs to a run with other data or another model: "
-            f"{'; '.join(refused + [_phrase(k, o, n) for k, (o, n) in changed.items()])} (resume with the same "
-            "data and model, or train a new run in another --output_dir)"
-        )
-    if changed and not accept_changes:
+def refuse_or_accept_changes(checkpoint: str, changed: dict[str, tuple[Any, Any]], accept: bool) -> dict[str, Any]:
+    """Settings changed on a resume (``{key: (old, new)}``): refused with one line naming each and
+    ``--resume_with_changed_settings``, unless ``accept`` (then logged); returns ``{key: new}``."""
+    if changed and not accept:
         raise ValueError(
             f"--resume_from_checkpoint {checkpoint} belongs to a run with other settings: "
             f"{'; '.join(_phrase(k, o, n) for k, (o, n) in changed.items())} (the checkpoint's optimizer, schedule, "
@@ -155,6 +146,73 @@ def check_resume(checkpoint: str, record: dict[str, Any], accept_changes: bool =
     return {key: new for key, (_, new) in changed.items()}
 
 
+def check_resume(checkpoint: str, record: dict[str, Any], accept_changes: bool = False) -> dict[str, Any]:
+    """Compare this run's ``record`` (:func:`run_record`) with that of the run that wrote ``checkpoint`` (the
+    ``mixpro_run.json`` beside it); returns the accepted changes ``{key: new value}``.
+
+    A different data set, model or class names is refused with one line naming every difference. The training
+    settings are compared by :meth:`MixProTrainer.train` with the checkpoint's own :data:`SETTINGS_FILE`
+    (:func:`check_checkpoint_settings`); for a checkpoint without one (written before it existed) they are
+    compared here with the run record, refused unless ``accept_changes``."""
+    path = Path(checkpoint).expanduser().resolve().parent / RUN_FILE
+    before = read_run_record(path)
+    if before is None:
+        logger.warning("no readable %s beside %s: its run's settings are not checked", path, checkpoint)
+        return {}
+    refused, changed = resume_differences(before, record)
+    if refused:
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint} belongs to a run with other data or another model: "
+            f"{'; '.join(refused + [_phrase(k, o, n) for k, (o, n) in changed.items()])} (resume with the same "
+            "data and model, or train a new run in another --output_dir)"
+        )
+    if (Path(checkpoint) / SETTINGS_FILE).is_file():
+        return {}  # the Trainer compares them with the checkpoint's own settings
+    return refuse_or_accept_changes(checkpoint, changed, accept_changes)
+
+
+def checkpoint_settings(args: TrainingArguments, optimizer: Any = None, scheduler: Any = None) -> dict[str, Any]:
+    """The :data:`CHANGE_NEEDS_CONSENT` settings of ``args`` as JSON values, the learning rate read from the
+    ``optimizer`` / ``scheduler`` when given (what runs)."""
+    values = json.loads(json.dumps(args.to_dict(), default=str))
+    settings = {key: values[key] for key in CHANGE_NEEDS_CONSENT if key in values}
+    learning_rate = _base_learning_rate(optimizer, scheduler)
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
+    return settings
+
+
+def save_checkpoint_settings(folder: str | Path, args: TrainingArguments, optimizer: Any, scheduler: Any) -> None:
+    """Write :func:`checkpoint_settings` into a checkpoint folder (:data:`SETTINGS_FILE`)."""
+    text = json.dumps(checkpoint_settings(args, optimizer, scheduler), indent=2) + "\n"
+    (Path(folder) / SETTINGS_FILE).write_text(text)
+
+
+def check_checkpoint_settings(checkpoint: str | Path, args: TrainingArguments) -> dict[str, Any]:
+    """Compare ``args`` with the settings the checkpoint was made with (its :data:`SETTINGS_FILE`; none: nothing
+    to compare); a change is refused with one line unless ``args.resume_with_changed_settings``. Returns the
+    accepted changes ``{key: new value}``, for :func:`apply_changes` once the optimizer is restored."""
+    path = Path(checkpoint) / SETTINGS_FILE
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    _, changed = resume_differences({"training_args": before}, {"training_args": checkpoint_settings(args)})
+    return refuse_or_accept_changes(str(checkpoint), changed, bool(getattr(args, "resume_with_changed_settings", 0)))
+
+
+def apply_changes(optimizer: Any, scheduler: Any, changes: dict[str, Any]) -> None:
+    """Put accepted changes that a restored optimizer would otherwise undo into it: the learning rate
+    (:func:`apply_learning_rate`) and the weight decay (:func:`apply_weight_decay`). The others apply by
+    themselves: the schedule's shape and warm-up, the batch and every MixPro setting come from the arguments."""
+    if optimizer is None:
+        return
+    if "learning_rate" in changes:
+        apply_learning_rate(optimizer, scheduler, float(changes["learning_rate"]))
+    if "weight_decay" in changes:
+        apply_weight_decay(optimizer, float(changes["weight_decay"]))
+
+
 def check_resume_matches(checkpoint: str, record: dict[str, Any]) -> None:
     """:func:`check_resume` without accepting changes (the first round's name)."""
     check_resume(checkpoint, record, accept_changes=False)
@@ -162,6 +220,7 @@ def check_resume_matches(checkpoint: str, record: dict[str, Any]) -> None:
 
 def _base_learning_rate(optimizer: Any, scheduler: Any) -> float | None:
     """The learning rate the optimizer's first group runs at before the schedule's factor (the schedule's base)."""
+    scheduler = getattr(scheduler, "scheduler", scheduler)  # Accelerate's AcceleratedScheduler wraps it
     if scheduler is not None and getattr(scheduler, "base_lrs", None):
         return float(scheduler.base_lrs[0])
     if optimizer is not None and optimizer.param_groups:
@@ -173,9 +232,11 @@ def _base_learning_rate(optimizer: Any, scheduler: Any) -> float | None:
 def apply_learning_rate(optimizer: Any, scheduler: Any, learning_rate: float) -> None:
     """Put ``learning_rate`` into a restored optimizer and schedule: every group's base rate, ``initial_lr`` and
     current rate are scaled by the same factor, so the schedule's shape (warm-up, decay) continues at the new rate."""
+    scheduler = getattr(scheduler, "scheduler", scheduler)  # Accelerate's AcceleratedScheduler wraps it
     old = _base_learning_rate(optimizer, scheduler)
     if not old:
         return
+
     def scaled(rate: float) -> float:  # the first group's base becomes exactly ``learning_rate``
         return learning_rate * (rate / old)
 
@@ -227,10 +288,7 @@ class RunRecorder(TrainerCallback):
     def write(self, args: TrainingArguments, global_step: int, optimizer: Any, scheduler: Any) -> None:
         """Apply the accepted changes to the (restored) ``optimizer`` and ``scheduler``, then write the record of
         the run from step ``global_step`` on (a training loop without a Trainer calls this before its first step)."""
-        if optimizer is not None and "learning_rate" in self.changes:
-            apply_learning_rate(optimizer, scheduler, float(self.changes["learning_rate"]))
-        if optimizer is not None and "weight_decay" in self.changes:
-            apply_weight_decay(optimizer, float(self.changes["weight_decay"]))
+        apply_changes(optimizer, scheduler, self.changes)  # (idempotent: MixProTrainer applied them already)
         learning_rate = _base_learning_rate(optimizer, scheduler)
         training = self.settings.get("training_args") or {}
         applied = {key: training.get(key) for key in CHANGE_NEEDS_CONSENT if key in training}
@@ -242,8 +300,8 @@ class RunRecorder(TrainerCallback):
         )
         segment = {"from_step": global_step, "applied": applied}
         segments = list((self.previous or {}).get("segments") or [])
-        if global_step > 0 and segments and not self.changes:
-            segment = segments.pop()  # an unchanged resume continues the last segment
+        if global_step > 0 and segments and _same_settings(segments[-1].get("applied") or {}, applied):
+            segment = segments.pop()  # a resume that changed nothing continues the last segment
         segments.append(segment)
         record = json.loads(json.dumps(self.settings, default=str))
         record["training_args"]["learning_rate"] = applied.get("learning_rate", training.get("learning_rate"))

@@ -224,17 +224,25 @@ class MixProTrainer(Trainer):
 
         * the preflight of the model: the mixing settings against its geometry
           (:func:`~mixpro_hf.step.check_model_for_mixing`) and, for a resume, the checkpoint's pickle files
-          (:func:`~mixpro_hf.preflight.check_pickles`), before the first step;
+          (:func:`~mixpro_hf.preflight.check_pickles`) and the settings it was made with
+          (:func:`~mixpro_hf.run_record.check_checkpoint_settings`: a change is refused unless
+          ``resume_with_changed_settings``, then applied to the restored optimizer), before the first step;
         * one run per output folder: the main process holds the folder's lock
           (:class:`~mixpro_hf.output_guard.OutputDirLock`) while training, so a second run into it is refused;
         * a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary and raises
           :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
         from .output_guard import output_dir_lock
         from .preflight import check_pickles
+        from .run_record import check_checkpoint_settings
 
         check_model_for_mixing(self.model, self.mix_config, self.patch_size, self._image_size)
-        if isinstance(resume_from_checkpoint, str) and os.path.isdir(resume_from_checkpoint):
-            check_pickles(resume_from_checkpoint)
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True and os.path.isdir(self.args.output_dir):
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._resume_changes = {}
+        if isinstance(checkpoint, str) and os.path.isdir(checkpoint):
+            check_pickles(checkpoint)
+            self._resume_changes = check_checkpoint_settings(checkpoint, self.args)
         stop = StopOnSignal()
         self.add_callback(stop)
         try:
@@ -420,10 +428,18 @@ class MixProTrainer(Trainer):
             optimizer.add_param_group({"params": [self.learnable_alpha], "weight_decay": 0.0})
         return optimizer
 
+    _resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
+
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The Trainer's states, the learnable α, and the settings the checkpoint was made with
+        (:func:`~mixpro_hf.run_record.save_checkpoint_settings`, compared on a resume)."""
+        from .run_record import save_checkpoint_settings
+
         super()._save_optimizer_and_scheduler(output_dir)
         if self.learnable_alpha is not None and self.args.should_save:
             torch.save(self.learnable_alpha.detach().cpu(), os.path.join(output_dir, LEARNABLE_ALPHA_FILE))
+        if self.args.should_save:
+            save_checkpoint_settings(output_dir, self.args, self.optimizer, self.lr_scheduler)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         if checkpoint is not None and self.learnable_alpha is not None:
@@ -432,6 +448,10 @@ class MixProTrainer(Trainer):
                 with torch.no_grad():
                     self.learnable_alpha.copy_(torch.load(path, weights_only=True))
         super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self._resume_changes:
+            from .run_record import apply_changes
+
+            apply_changes(self.optimizer, self.lr_scheduler, self._resume_changes)
 
     # ------------------------------------------------------------------ model card and Hub
 

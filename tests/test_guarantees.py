@@ -136,6 +136,24 @@ def test_a_resume_with_a_changed_learning_rate_is_refused_then_applied_and_recor
     assert "from step 2: learning_rate `0.002` (before: learning_rate `0.001`)" in card
 
 
+def test_the_trainer_refuses_then_applies_a_changed_learning_rate_on_resume(tmp_path, tiny_vit, toy_dataset):
+    def trainer(learning_rate: float, steps: int, **extra) -> MixProTrainer:
+        args = MixProTrainingArguments(
+            output_dir=str(tmp_path), use_cpu=True, report_to=[], mask_scale=2, max_steps=steps, save_steps=2,
+            per_device_train_batch_size=4, learning_rate=learning_rate, lr_scheduler_type="constant", logging_steps=1,
+            **extra,
+        )  # fmt: skip
+        return MixProTrainer(model=tiny_vit(), args=args, train_dataset=toy_dataset(16))
+
+    trainer(1e-3, 2).train()
+    with pytest.raises(ValueError, match=r"learning_rate: 0.001 in the checkpoint's run, 0.002 now.*--resume_with"):
+        trainer(2e-3, 4).train(resume_from_checkpoint=True)
+    resumed = trainer(2e-3, 4, resume_with_changed_settings=True)
+    resumed.train(resume_from_checkpoint=True)
+    logged = {e["step"]: e["learning_rate"] for e in resumed.state.log_history if "learning_rate" in e}
+    assert logged[1] == pytest.approx(1e-3) and logged[3] == logged[4] == pytest.approx(2e-3)
+
+
 # ---------------------------------------------------------------------- 6. one run per output folder
 
 
