@@ -508,6 +508,13 @@ def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] 
 
     Every problem is a one-line ``ValueError`` (or ``FileNotFoundError``) before any model is built.
     """
+    folders = [f"--{name} {value}" for name, value in (("validation_dir", args.validation_dir),
+               ("test_dir", args.test_dir)) if value]  # fmt: skip
+    if folders and not args.train_dir:  # would be ignored: refused instead
+        raise ValueError(
+            f"{', '.join(folders)} goes with --train_dir (image folders); with --train_file or --dataset_name give "
+            "--validation_file / --test_file or the dataset's splits"
+        )
     raw = load_image_datasets(args, seed=seed, load_kwargs=load_kwargs)
     train, validation, test = named_splits(raw)
     image_column = find_column(train.column_names, args.image_column_name, IMAGE_COLUMNS, "image")

@@ -103,6 +103,12 @@ def test_evaluate_only_without_evaluation_data_is_refused(tmp_path, saved_model,
     assert not (tmp_path / "out").exists(), "nothing left behind"
 
 
+def test_a_training_run_never_ignores_an_evaluation_folder(tmp_path, capsys):
+    folder = image_folder(tmp_path / "val", {"cat": 1, "dog": 1})
+    assert train.main(fast(tmp_path, "--validation_dir", str(folder))) == 2, "not the digits, with DIR ignored"
+    assert "goes with --train_dir" in one_line_error(capsys)
+
+
 def test_evaluate_only_refuses_a_class_the_model_does_not_have(tmp_path, saved_model, capsys):
     folder = image_folder(tmp_path / "val", {"cat": 1, "horse": 1})
     assert train.main(evaluate_only(tmp_path, saved_model, "--validation_dir", str(folder))) == 2
