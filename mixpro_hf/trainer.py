@@ -26,7 +26,9 @@ from .collator import MixProCollator, pop_mix
 from .loss import learnable_alpha_parameter, mean_mix_stats
 from .mixing import MixOutput
 from .modeling import decay_parameter_names, model_geometry, unwrap_model
+from .preflight import check_pickles
 from .recipe import batch_generator, mix_batch
+from .run_record import apply_changes, check_checkpoint_settings, save_checkpoint_settings
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
@@ -143,6 +145,7 @@ class MixProTrainer(Trainer):
         self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
+        self._resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
 
     # ------------------------------------------------------------------ mixing
 
@@ -231,9 +234,7 @@ class MixProTrainer(Trainer):
           (:class:`~mixpro_hf.output_guard.OutputDirLock`) while training, so a second run into it is refused;
         * a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary and raises
           :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
-        from .output_guard import output_dir_lock
-        from .preflight import check_pickles
-        from .run_record import check_checkpoint_settings
+        from .output_guard import output_dir_lock  # (output_guard imports this module)
 
         check_model_for_mixing(self.model, self.mix_config, self.patch_size, self._image_size)
         checkpoint = resume_from_checkpoint
@@ -428,13 +429,9 @@ class MixProTrainer(Trainer):
             optimizer.add_param_group({"params": [self.learnable_alpha], "weight_decay": 0.0})
         return optimizer
 
-    _resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
-
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """The Trainer's states, the learnable α, and the settings the checkpoint was made with
         (:func:`~mixpro_hf.run_record.save_checkpoint_settings`, compared on a resume)."""
-        from .run_record import save_checkpoint_settings
-
         super()._save_optimizer_and_scheduler(output_dir)
         if self.learnable_alpha is not None and self.args.should_save:
             torch.save(self.learnable_alpha.detach().cpu(), os.path.join(output_dir, LEARNABLE_ALPHA_FILE))
@@ -449,8 +446,6 @@ class MixProTrainer(Trainer):
                     self.learnable_alpha.copy_(torch.load(path, weights_only=True))
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None and self._resume_changes:
-            from .run_record import apply_changes
-
             apply_changes(self.optimizer, self.lr_scheduler, self._resume_changes)
 
     # ------------------------------------------------------------------ model card and Hub
