@@ -32,6 +32,7 @@ from transformers import get_scheduler
 from mixpro_hf import (
     MixProCollator,
     MixProTrainingArguments,
+    OutputDirLock,
     batch_generator,
     classification_metrics,
     forward_mixed,
@@ -42,7 +43,7 @@ from mixpro_hf import (
     optimizer_param_groups,
     parse_args,
     prepare,
-    save_run_record,
+    run_recorder,
     write_figures,
     write_model_card,
 )
@@ -98,22 +99,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     try:  # bad input, found before training: one line on stderr and exit 2, as mixpro-train
         model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else list(argv))
         streaming = data_args.streaming  # prepare refuses a stream without --max_steps (it has no length)
+        if not args.do_train:
+            raise ValueError("this example trains: evaluate a saved model with mixpro-train --do_train False")
         accelerator = make_accelerator(args, streaming)
-        prepared = prepare(model_args, data_args, args)
+        # one run per output folder: the main process holds its lock (the other ranks of this run share it)
+        lock = OutputDirLock(args.output_dir).acquire() if accelerator.is_main_process else None
     except (ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        return train_and_save(model_args, data_args, args, accelerator, prepared)
+        prepared = prepare(model_args, data_args, args)
+    except (ValueError, FileNotFoundError) as err:
+        if lock is not None:
+            lock.release_and_clean()
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        return train_and_save(accelerator, prepared, model_args, data_args, args)
     except TrainingDiverged as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def train_and_save(
-    model_args: Any, data_args: Any, args: MixProTrainingArguments, accelerator: Accelerator, prepared: Any
+    accelerator: Accelerator, prepared: Any, model_args: Any, data_args: Any, args: MixProTrainingArguments
 ) -> dict[str, float]:
-    """The training loop, evaluation and the saved run (see the module docstring)."""
+    """The training loop of a prepared run, its evaluation and the output folder (see the module docstring)."""
     streaming = data_args.streaming
     config = args.mixpro_config()
     grid = (prepared.image_size // prepared.patch_size,) * 2
@@ -146,6 +160,8 @@ def train_and_save(
         num_training_steps=max_steps,
         scheduler_specific_kwargs=args.lr_scheduler_kwargs or None,  # e.g. the recipe's min_lr_rate
     )
+    if accelerator.is_main_process:  # mixpro_run.json, from what runs (the optimizer's learning rate, the data)
+        run_recorder(prepared, model_args, data_args, args).write(args, 0, optimizer, scheduler)
     model, optimizer, train_loader, scheduler, *loaders = accelerator.prepare(
         prepared.model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
@@ -222,7 +238,6 @@ def train_and_save(
         prepared.processor.save_pretrained(output_dir)
         (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (output_dir / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}) + "\n")
-        save_run_record(output_dir, model_args, data_args, args)
         write_figures(prepared, history, output_dir, args.mask_scale, args.seed)
         write_model_card(output_dir)
         accelerator.print("final metrics:", json.dumps(metrics))

@@ -120,15 +120,22 @@ def _names_text(names: Sequence[str]) -> str:
     return f"[{_few(names, limit=30)}]"
 
 
-def _refuse_unknown_names(unknown: Sequence[str], names: Sequence[str], own: Sequence[str], split: str) -> None:
+def _refuse_unknown_names(
+    unknown: Sequence[str], names: Sequence[str], own: Sequence[str], split: str, reference: str = "the training split"
+) -> None:
+    which = "training" if reference == "the training split" else "the model's"
     raise ValueError(
-        f"the {split} split has label names {_few(unknown)} that the training split does not have: training names "
+        f"the {split} split has label names {_few(unknown)} that {reference} does not have: {which} names "
         f"{_names_text(names)}, {split} names {_names_text(own)}; give the splits the same classes"
     )
 
 
 def encode_string_labels(
-    dataset: Dataset, label_column: str, names: Sequence[str] | None = None, split: str = "training"
+    dataset: Dataset,
+    label_column: str,
+    names: Sequence[str] | None = None,
+    split: str = "training",
+    reference: str = "the training split",
 ) -> Dataset:
     """Cast a column of class-name strings to a ``ClassLabel``: with the sorted distinct names (as
     ``Dataset.class_encode_column``), or with ``names`` (another split's), refusing names not among them.
@@ -144,11 +151,13 @@ def encode_string_labels(
         known = set(names)
         unknown = [name for name in present if name not in known]
         if unknown:
-            _refuse_unknown_names(unknown, names, present, split)
+            _refuse_unknown_names(unknown, names, present, split, reference)
     return dataset.cast_column(label_column, ClassLabel(names=list(names)))
 
 
-def _align_split(dataset: Dataset, label_column: str, names: list[str], split: str) -> Dataset:
+def _align_split(
+    dataset: Dataset, label_column: str, names: list[str], split: str, reference: str = "the training split"
+) -> Dataset:
     """``dataset``'s labels as ids of the training ``names`` (see :func:`align_splits`)."""
     if label_column not in dataset.column_names:
         raise ValueError(
@@ -157,7 +166,7 @@ def _align_split(dataset: Dataset, label_column: str, names: list[str], split: s
     where = f" of the {split} split"
     feature = dataset.features[label_column]
     if _is_dtype(feature, STRING_DTYPES):
-        return encode_string_labels(dataset, label_column, names, split)
+        return encode_string_labels(dataset, label_column, names, split, reference)
     values = _label_array(dataset, label_column)
     if isinstance(feature, ClassLabel):
         own = list(feature.names)
@@ -168,11 +177,11 @@ def _align_split(dataset: Dataset, label_column: str, names: list[str], split: s
         used = [own[i] for i in pc.unique(values).to_pylist()]
         unknown = [name for name in used if name not in index]
         if unknown:
-            _refuse_unknown_names(sorted(unknown), names, own, split)
+            _refuse_unknown_names(sorted(unknown), names, own, split, reference)
         lookup = np.array([index.get(name, -1) for name in own], dtype=np.int64)
         features = dataset.features.copy()
         features[label_column] = ClassLabel(names=names)
-        logger.info("%s labels matched by name to the training label ids", split)
+        logger.info("%s labels matched by name to the label ids of %s", split, reference)
         return dataset.map(
             lambda ids: {label_column: lookup[np.asarray(ids, dtype=np.int64)]},
             batched=True,
@@ -182,7 +191,7 @@ def _align_split(dataset: Dataset, label_column: str, names: list[str], split: s
         )
     if not _is_dtype(feature, INTEGER_DTYPES):
         _refuse_label_type(feature, values, label_column, where)
-    _check_ids(values, label_column, len(names), where, f"(the training label space has {len(names)} classes)")
+    _check_ids(values, label_column, len(names), where, f"(the label space of {reference} has {len(names)} classes)")
     return dataset
 
 
@@ -205,6 +214,13 @@ def align_splits(
     """
     train = encode_string_labels(train, label_column)
     names = label_names(train, label_column, num_labels)
+    trained = pc.unique(_label_array(train, label_column)).to_pylist()
+    if len(trained) < 2:
+        only = f" ({names[trained[0]]!r})" if trained else ""
+        raise ValueError(
+            f"label column {label_column!r} of the training split holds one class{only} in its {len(train)} rows: a "
+            "classifier needs examples of at least two classes"
+        )
     validation_out = None if validation is None else _align_split(validation, label_column, names, "validation")
     if test is None:
         test_out = None
@@ -212,4 +228,27 @@ def align_splits(
         test_out = validation_out
     else:
         test_out = _align_split(test, label_column, names, "test")
+    for split, dataset in (("validation", validation_out), ("test", test_out)):
+        if dataset is not None:
+            check_seen_in_training(dataset, label_column, names, set(trained), split)
     return train, validation_out, test_out, names
+
+
+def check_seen_in_training(
+    dataset: Dataset, label_column: str, names: Sequence[str], trained: set[int], split: str
+) -> None:
+    """Refuse ``dataset`` (an aligned validation / test split) when it holds classes of which the training split
+    has no example (e.g. a ``ClassLabel`` name or an id of ``--num_labels`` that only the evaluation data uses)."""
+    used = pc.unique(_label_array(dataset, label_column)).to_pylist()
+    unseen = sorted(names[i] for i in used if i not in trained)
+    if unseen:
+        raise ValueError(
+            f"the {split} split has classes {_few(unseen)} of which the training split has no example: a model "
+            "cannot learn a class it never sees; give the splits the same classes"
+        )
+
+
+def align_to_model(dataset: Dataset, label_column: str, names: list[str], split: str) -> Dataset:
+    """An evaluation split (a run that trains nothing) in the label space of the model being evaluated (its
+    ``id2label`` names): matched by name as in :func:`align_splits`; a class the model does not have is refused."""
+    return _align_split(dataset, label_column, names, split, reference="the model")

@@ -23,7 +23,14 @@ from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, l
 from datasets import Image as DatasetsImage
 from PIL import Image
 
-from .class_labels import INTEGER_DTYPES, STRING_DTYPES, align_splits, encode_string_labels, label_names
+from .class_labels import (
+    INTEGER_DTYPES,
+    STRING_DTYPES,
+    align_splits,
+    align_to_model,
+    encode_string_labels,
+    label_names,
+)
 from .images import ALPHA_BACKGROUND, _one_line, ensure_image_feature, image_problem, to_rgb8, verify_images
 
 __all__ = [
@@ -39,7 +46,9 @@ __all__ = [
     "digits_dataset",
     "find_column",
     "hold_out_validation",
+    "load_evaluation_splits",
     "load_image_datasets",
+    "load_image_folders",
     "load_splits",
     "named_splits",
     "resolve_image_paths",
@@ -76,6 +85,7 @@ class DataArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     train_dir: str | None = field(default=None, metadata={"help": "Image folder (class sub-folders) to train on."})
     validation_dir: str | None = field(default=None, metadata={"help": "Image folder to evaluate on."})
+    test_dir: str | None = field(default=None, metadata={"help": "Image folder for test metrics (--do_predict)."})
     train_file: str | None = field(
         default=None,
         metadata={
@@ -327,13 +337,8 @@ def load_image_datasets(args: DataArguments, seed: int = 0, load_kwargs: dict[st
         if args.dataset_name:
             return load_dataset(args.dataset_name, args.dataset_config_name, **load_kwargs)
         if args.train_dir:
-            files = {"train": os.path.join(args.train_dir, "**")}
-            if args.validation_dir:
-                files["validation"] = os.path.join(args.validation_dir, "**")
-            for path in (args.train_dir, args.validation_dir):
-                if path and not os.path.isdir(path):
-                    raise FileNotFoundError(f"image folder {path!r} does not exist")
-            return load_dataset("imagefolder", data_files=files, **load_kwargs)
+            folders = {"train": args.train_dir, "validation": args.validation_dir, "test": args.test_dir}
+            return load_image_folders({split: path for split, path in folders.items() if path}, load_kwargs)
         files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
         files = {split: path for split, path in files.items() if path}
         for path in (one for value in files.values() for one in data_files(value)):
@@ -351,6 +356,41 @@ def load_image_datasets(args: DataArguments, seed: int = 0, load_kwargs: dict[st
             f"could not load dataset {source!r}: {type(err).__name__}: {err}. Give a Hub dataset name (needs the "
             "network or a local cache), a local dataset path, --train_dir, or --train_file"
         ) from err
+
+
+def class_folders(path: str) -> list[str]:
+    """The class names of an image folder: its sub-folders (hidden ones aside), sorted."""
+    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def load_image_folders(folders: dict[str, str], load_kwargs: dict[str, Any] | None = None) -> DatasetDict:
+    """Image folders (one class sub-folder per class) as splits, e.g. ``{"train": ..., "validation": ...}``.
+
+    🤗 ``imagefolder`` gives every split the union of all folders' class names, so a class folder present only in
+    the validation folder would silently become an extra class of the model, and a single class folder gives no
+    label column at all; both are refused here with one line. Without a training folder (evaluation only) the
+    class names are checked later against the model's."""
+    for path in folders.values():
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"image folder {path!r} does not exist")
+    classes = {split: class_folders(path) for split, path in folders.items()}
+    if "train" in classes:
+        train = classes["train"]
+        if len(train) < 2:
+            raise ValueError(
+                f"--train_dir {folders['train']} has {len(train)} class folder{'s' if len(train) != 1 else ''} "
+                f"{train}: a classifier needs at least two classes, one sub-folder of images per class"
+            )
+        for split, own in classes.items():
+            unseen = [name for name in own if name not in set(train)]
+            if unseen:
+                raise ValueError(
+                    f"the {split} folder {folders[split]} has classes {unseen} that the training folder does not "
+                    f"have (training classes {train}): a model cannot learn a class it never sees; give the folders "
+                    "the same classes"
+                )
+    files = {split: os.path.join(path, "**") for split, path in folders.items()}
+    return load_dataset("imagefolder", data_files=files, **load_kwargs)
 
 
 def find_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], kind: str) -> str:
@@ -444,9 +484,10 @@ def attach_transform(
 
 @dataclass
 class DataSplits:
-    """The checked data of a run, from :func:`load_splits`."""
+    """The checked data of a run, from :func:`load_splits` (or :func:`load_evaluation_splits`: no training split,
+    the validation or the test split may be None)."""
 
-    train: Dataset
+    train: Dataset | None
     validation: Dataset
     test: Dataset | None
     image_column: str
@@ -467,6 +508,13 @@ def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] 
 
     Every problem is a one-line ``ValueError`` (or ``FileNotFoundError``) before any model is built.
     """
+    folders = [f"--{name} {value}" for name, value in (("validation_dir", args.validation_dir),
+               ("test_dir", args.test_dir)) if value]  # fmt: skip
+    if folders and not args.train_dir:  # would be ignored: refused instead
+        raise ValueError(
+            f"{', '.join(folders)} goes with --train_dir (image folders); with --train_file or --dataset_name give "
+            "--validation_file / --test_file or the dataset's splits"
+        )
     raw = load_image_datasets(args, seed=seed, load_kwargs=load_kwargs)
     train, validation, test = named_splits(raw)
     image_column = find_column(train.column_names, args.image_column_name, IMAGE_COLUMNS, "image")
@@ -476,13 +524,56 @@ def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] 
     train, validation, test = take_subsets(train, validation, test, args, seed)
     checked: list[Dataset | None] = []
     for dataset, split in ((train, "train"), (validation, "validation"), (test, "test")):
-        if dataset is not None:
-            if image_column not in dataset.column_names:
-                raise ValueError(
-                    f"the {split} split has no image column {image_column!r}; it has columns {dataset.column_names}"
-                )
-            dataset = ensure_image_feature(dataset, image_column)
-            if args.verify_images:
-                dataset = verify_images(dataset, image_column, skip_bad_images=args.skip_bad_images, split=split)
-        checked.append(dataset)
+        checked.append(None if dataset is None else _checked_images(dataset, image_column, args, split))
     return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names)
+
+
+def _checked_images(dataset: Dataset, image_column: str, args: DataArguments, split: str) -> Dataset:
+    if image_column not in dataset.column_names:
+        raise ValueError(
+            f"the {split} split has no image column {image_column!r}; it has columns {dataset.column_names}"
+        )
+    dataset = ensure_image_feature(dataset, image_column)
+    if args.verify_images:
+        dataset = verify_images(dataset, image_column, skip_bad_images=args.skip_bad_images, split=split)
+    return dataset
+
+
+def load_evaluation_splits(
+    args: DataArguments, names: list[str], seed: int = 0, load_kwargs: dict[str, Any] | None = None
+) -> DataSplits:
+    """The data of a run that trains nothing (``--do_train False``): exactly the validation and test data given
+    (``--validation_dir``/``--test_dir`` image folders, ``--validation_file``/``--test_file``, or the validation /
+    test split of ``--dataset_name``), labels matched by name to the model's class ``names``
+    (:func:`align_to_model`), ``--max_eval_samples`` of each, every image checked. No training data is read and
+    nothing is held out of it; neither split given is a one-line ``ValueError``."""
+    load_kwargs = load_kwargs or {}
+    splits: dict[str, Dataset] = {}
+    if args.dataset_name:
+        raw = load_image_datasets(args, seed=seed, load_kwargs=load_kwargs)
+        for split, candidates in (("validation", VALIDATION_SPLITS), ("test", TEST_SPLITS)):
+            found = next((raw[name] for name in candidates if name in raw), None)
+            if found is not None:
+                splits[split] = found
+    folders = {"validation": args.validation_dir, "test": args.test_dir}
+    folders = {split: path for split, path in folders.items() if path}
+    if folders:
+        splits.update(load_image_folders(folders, load_kwargs))
+    for split, value in (("validation", args.validation_file), ("test", args.test_file)):
+        if value:
+            splits[split] = _load_file(value, split, args.image_column_name, load_kwargs)
+    if not splits:
+        raise ValueError(
+            "--do_train False: no validation or test data to evaluate (give --validation_dir, --test_dir, "
+            "--validation_file, --test_file, or a --dataset_name with a validation or test split)"
+        )
+    first = next(iter(splits.values()))
+    image_column = find_column(first.column_names, args.image_column_name, IMAGE_COLUMNS, "image")
+    label_column = find_column(first.column_names, args.label_column_name, LABEL_COLUMNS, "label")
+    checked: dict[str, Dataset] = {}
+    for split, dataset in splits.items():
+        dataset = align_to_model(dataset, label_column, names, split)
+        if args.max_eval_samples is not None:
+            dataset = dataset.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(dataset))))
+        checked[split] = _checked_images(dataset, image_column, args, split)
+    return DataSplits(None, checked.get("validation"), checked.get("test"), image_column, label_column, list(names))

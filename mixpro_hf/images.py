@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, Value
+from datasets import ClassLabel, Dataset, Value
 from datasets import Image as DatasetsImage
 from PIL import Image
 
@@ -46,6 +46,16 @@ def ensure_image_feature(dataset: Dataset, image_column: str) -> Dataset:
         return dataset.cast_column(image_column, DatasetsImage())
     if isinstance(feature, Value) and feature.dtype in STRING_DTYPES:
         return dataset.cast_column(image_column, DatasetsImage())
+    numbers = isinstance(feature, ClassLabel) or (isinstance(feature, Value) and "binary" not in feature.dtype)
+    if numbers:  # one number per row is not an image
+        dtype = getattr(feature, "dtype", type(feature).__name__)
+        rows = dataset.select_columns([image_column]).with_format("arrow")[:1] if isinstance(dataset, Dataset) else None
+        example = rows[image_column].to_pylist() if rows is not None else []
+        raise ValueError(
+            f"image column {image_column!r} holds {dtype} values (e.g. {example[0] if example else None!r}), not "
+            "images: it needs images, image bytes, image file paths or pixel arrays (pick the column with "
+            "--image_column_name)"
+        )
     return dataset
 
 

@@ -106,6 +106,21 @@ def _warmup(args: dict[str, Any]) -> str:
     return "none" if "warmup_steps" in args or "warmup_ratio" in args else NOT_RECORDED
 
 
+def _segments(segments: list[Any]) -> str | None:
+    """A resume with changed settings (``segments`` of ``mixpro_run.json``): from which step which values ran,
+    naming only the settings that changed; None for a run of one segment."""
+    segments = [s for s in segments if isinstance(s, dict) and isinstance(s.get("applied"), dict)]
+    if len(segments) < 2:
+        return None
+    parts = []
+    for before, segment in zip(segments, segments[1:], strict=False):
+        changed = [k for k, v in segment["applied"].items() if before["applied"].get(k) != v]
+        old = ", ".join(f"{k} {_fmt(before['applied'].get(k))}" for k in changed)
+        new = ", ".join(f"{k} {_fmt(segment['applied'][k])}" for k in changed)
+        parts.append(f"from step {segment.get('from_step')}: {new} (before: {old})")
+    return "; ".join(parts)
+
+
 def _dataset(name: Any, data_args: dict[str, Any]) -> tuple[str | None, str]:
     """(Hub dataset id or ``None``, Markdown description) of the training data."""
     if name:
@@ -200,6 +215,9 @@ def generate_model_card(
     recipe_rows = [(label, _fmt(args.get(k))) for label, k in shown]
     recipe_rows.insert(-1, ("Warm-up", _warmup(args)))
     recipe_rows.insert(0, ("Recipe (`--recipe`)", _fmt(model_args.get("recipe"))))
+    resumed = _segments(record.get("segments") or [])
+    if resumed:
+        recipe_rows.append(("Resumed with changed settings", resumed))
 
     card_data = ModelCardData(
         language=language,

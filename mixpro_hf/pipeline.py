@@ -1,65 +1,61 @@
 """What a training entry point does around the training loop, shared by ``mixpro-train`` and the no-Trainer
-example: :func:`prepare` (data, model, every check before the first step), :func:`resolve_checkpoint`,
-:func:`save_run_record`, :func:`write_figures` and :func:`calibrate` (``--calibrate``).
+example: :func:`prepare` (data, model, and the :mod:`~mixpro_hf.preflight`: every check before the first step),
+:func:`resolve_checkpoint`, :func:`run_recorder` (the run record, :mod:`~mixpro_hf.run_record`), :func:`write_figures`
+and :func:`calibrate` (``--calibrate``).
 
-A run's output folder holds one run: a non-empty ``--output_dir`` is refused unless the run resumes
-(``--resume_from_checkpoint``, checked against the checkpoint's ``mixpro_run.json`` by :func:`check_resume_matches`)
-or replaces it (``--overwrite_output_dir``, which deletes only what ``mixpro-train`` writes: :func:`check_output_dir`).
+A run's output folder holds one run (:mod:`~mixpro_hf.output_guard`): a lock refuses a second run into it, and a
+non-empty ``--output_dir`` is refused unless the run resumes (``--resume_from_checkpoint``, checked against the
+checkpoint's ``mixpro_run.json`` by :func:`~mixpro_hf.run_record.check_resume`) or replaces it
+(``--overwrite_output_dir``, which deletes only what ``mixpro-train`` writes: :func:`check_output_dir`).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
+import pickle
 import re
-import shutil
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from transformers import PreTrainedModel, set_seed
-from transformers.trainer_utils import HubStrategy
+from transformers import AutoConfig, PreTrainedModel, set_seed
 
-from .data import DataArguments, attach_transform, load_splits
+from . import output_guard
+from .data import DataArguments, attach_transform, load_evaluation_splits, load_splits
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE, plot_alpha_curve, plot_dataset_maskmix_samples
-from .hub import check_push_target
 from .metrics import compute_metrics, expected_calibration_error, fit_temperature
-from .model_card import REPLACEABLE
 from .modeling import ModelArguments, build_model, model_geometry
-from .recipe import MixProConfig
+from .output_guard import RUN_OUTPUTS, remove_run_outputs, written_by_mixpro
+from .preflight import check_evaluation_data, check_hub_target, check_pickles, drop_foreign_auto_map, load_refusal
+from .run_record import (
+    RESUME_KEYS,
+    RUN_FILE,
+    RunRecorder,
+    check_resume,
+    check_resume_matches,
+    read_run_record,
+    run_differences,
+    run_record,
+    save_run_record,
+)
 from .step import check_model_for_mixing
 from .streaming import load_streaming_splits
-from .trainer import STAGING_DIR, WEIGHT_FILES, MixProTrainer
+from .trainer import WEIGHT_FILES, MixProTrainer
 from .training_args import MixProTrainingArguments
 from .transforms import build_transforms, evaluation_processor
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "mixpro_run.json"
-#: What ``mixpro-train`` writes into an output folder (``fnmatch`` patterns), besides a README.md that is its model
-#: card: ``--overwrite_output_dir`` deletes exactly these and refuses to touch anything else.
-RUN_OUTPUTS = (
-    "all_results.json", "*_results.json", "trainer_state.json", RUN_FILE, ALPHA_CURVE_FILE, SAMPLES_FILE,
-    "config.json", "preprocessor_config.json", "training_args.bin", "model.safetensors", "model-*.safetensors",
-    "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json", "checkpoint-*", STAGING_DIR,
-    "runs",  # TensorBoard logs (--report_to tensorboard)
-)  # fmt: skip
-#: The settings of ``mixpro_run.json`` a resumed run must share with the run that wrote its checkpoint
-#: (besides ``label_names``): the data, the model and every MixPro setting.
-RESUME_KEYS: dict[str, tuple[str, ...]] = {
-    "data_args": (
-        "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "train_file", "validation_file",
-        "test_file", "image_column_name", "label_column_name",
-    ),
-    "model_args": (
-        "model_name_or_path", "model_revision", "config_name", "model_type", "model_size", "config_overrides",
-    ),
-    "training_args": tuple(f.name for f in fields(MixProConfig)),
-}  # fmt: skip
+__all__ = [
+    "RESUME_KEYS", "RUN_FILE", "RUN_OUTPUTS", "Prepared", "calibrate", "check_hub_target", "check_output_dir",
+    "check_resume_matches", "checkpoint_problem", "last_complete_checkpoint", "make_trainer", "num_examples",
+    "prepare", "remove_run_outputs", "resolve_checkpoint", "run_differences", "run_record", "run_recorder",
+    "save_run_record", "write_figures", "written_by_mixpro",
+]  # fmt: skip
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -75,6 +71,9 @@ class Prepared:
     label_names: list[str]
     patch_size: int
     image_size: int
+    #: A resumed run: the checkpoint's run record, and the settings it changes with consent (applied, recorded).
+    previous_record: dict[str, Any] | None = None
+    resume_changes: dict[str, Any] = field(default_factory=dict)
 
 
 def _processor_image_size(processor: Any) -> int | None:
@@ -92,18 +91,26 @@ def prepare(
     training_args: MixProTrainingArguments,
     checkpoint: str | None = None,
 ) -> Prepared:
-    """Load and check the data and the model before any training starts (bad input fails here).
+    """Load and check the data and the model before any training starts (the :mod:`~mixpro_hf.preflight`: bad
+    input fails here, before anything is written into the output folder).
 
-    First the Hub target (:func:`check_hub_target`) and the output folder (:func:`check_output_dir`), before the
-    data is loaded; a resumed run (``checkpoint``) is checked against its checkpoint's run record. The old run of
+    First the Hub target, the stages' data and the output folder (:func:`check_output_dir`), before the data is
+    loaded; a resumed run's checkpoint files are checked, and its settings against its run record
+    (:func:`~mixpro_hf.run_record.check_resume`, ``--resume_with_changed_settings``). The old run of
     ``--overwrite_output_dir`` is deleted last, once every check passed. The seed is set before the model is
     built, so the same ``--seed`` gives the same initial weights.
     """
     check_hub_target(training_args)
+    check_evaluation_data(data_args, training_args)
     old_run = check_output_dir(model_args, data_args, training_args, checkpoint)
+    if checkpoint is not None:
+        check_pickles(checkpoint)
     prepared = _prepare_data_and_model(model_args, data_args, training_args)
     if checkpoint is not None:
-        check_resume_matches(checkpoint, run_record(model_args, data_args, training_args, prepared.label_names))
+        record = run_record(model_args, data_args, training_args, prepared.label_names)
+        accept = bool(getattr(training_args, "resume_with_changed_settings", False))
+        prepared.resume_changes = check_resume(checkpoint, record, accept_changes=accept)
+        prepared.previous_record = read_run_record(Path(checkpoint).expanduser().resolve().parent / RUN_FILE)
     if old_run and training_args.should_save:
         remove_run_outputs(old_run)
     return prepared
@@ -119,6 +126,18 @@ def make_trainer(prepared: Prepared, training_args: MixProTrainingArguments) -> 
         processing_class=prepared.processor,
         compute_metrics=compute_metrics,
     )
+
+
+def run_recorder(
+    prepared: Prepared, model_args: ModelArguments, data_args: DataArguments, training_args: MixProTrainingArguments
+) -> RunRecorder:
+    """The callback that writes ``mixpro_run.json`` when training begins, from what runs (the optimizer's learning
+    rate, the data counts, a new segment for settings a resume changed)."""
+    counts = {"train": num_examples(prepared.train_set), "validation": num_examples(prepared.eval_set)}
+    if prepared.test_set is not None:
+        counts["test"] = num_examples(prepared.test_set)
+    settings = run_record(model_args, data_args, training_args, prepared.label_names)
+    return RunRecorder(training_args.output_dir, settings, counts, prepared.previous_record, prepared.resume_changes)
 
 
 def num_examples(dataset: Any) -> int | None:
@@ -140,74 +159,74 @@ def _load_stream(model_args: ModelArguments, data_args: DataArguments, training_
     return load_streaming_splits(data_args, seed=training_args.seed, load_kwargs=model_args.dataset_kwargs())
 
 
+def model_label_names(model_args: ModelArguments) -> list[str]:
+    """The class names of the model an evaluation-only run evaluates (its config's ``id2label``, by id)."""
+    source = model_args.config_name or model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(source, **model_args.pretrained_kwargs())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"could not load the config of model {source!r}: {str(err).splitlines()[0]}") from err
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label[i]) for i in sorted(id2label, key=int)]
+
+
+def _build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTrainedModel, Any]:
+    """:func:`build_model`, with weights that torch refuses to unpickle as one line (:func:`load_refusal`)."""
+    try:
+        model, processor = build_model(model_args, names)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        refusal = load_refusal(model_args.model_name_or_path or "", err)
+        if refusal is None:
+            raise
+        raise refusal from err
+    drop_foreign_auto_map(model)
+    return model, processor
+
+
 def _prepare_data_and_model(
     model_args: ModelArguments, data_args: DataArguments, training_args: MixProTrainingArguments
 ) -> Prepared:
-    if data_args.streaming:
+    load_kwargs = model_args.dataset_kwargs()
+    if not training_args.do_train:  # evaluation only: the given evaluation data, in the model's label space
+        data = load_evaluation_splits(data_args, model_label_names(model_args), training_args.seed, load_kwargs)
+    elif data_args.streaming:
         data = _load_stream(model_args, data_args, training_args)
     else:
-        data = load_splits(data_args, seed=training_args.seed, load_kwargs=model_args.dataset_kwargs())
+        data = load_splits(data_args, seed=training_args.seed, load_kwargs=load_kwargs)
     train_set, eval_set, test_set = data.train, data.validation, data.test
     image_column, label_column, names = data.image_column, data.label_column, data.label_names
     set_seed(training_args.seed)
-    model, processor = build_model(model_args, names)
+    model, processor = _build_model(model_args, names)
     patch, model_image_size = model_geometry(model, training_args.mix_patch_size)
     image_size = _processor_image_size(processor) or model_image_size
     if image_size is None:
         raise ValueError("the model config and its image processor give no image size")
-    check_model_for_mixing(model, training_args.mixpro_config(), patch, image_size)
+    if training_args.do_train:  # a run that trains nothing mixes nothing
+        check_model_for_mixing(model, training_args.mixpro_config(), patch, image_size)
     train_tf, eval_tf = build_transforms(image_size, processor.image_mean, processor.image_std, data_args)
     # the processor saved with the model is the evaluation transform (interpolation, resize, crop, mean/std)
     processor = evaluation_processor(image_size, processor.image_mean, processor.image_std, data_args)
-    train_set = attach_transform(train_set, train_tf, image_column, label_column)
-    eval_set = attach_transform(eval_set, eval_tf, image_column, label_column)
+    if train_set is not None:
+        train_set = attach_transform(train_set, train_tf, image_column, label_column)
+    if eval_set is not None:
+        eval_set = attach_transform(eval_set, eval_tf, image_column, label_column)
     if test_set is not None:
         test_set = attach_transform(test_set, eval_tf, image_column, label_column)
+    for split, dataset in (("validation", eval_set), ("test", test_set)):
+        if dataset is not None and not training_args.do_train:
+            logger.info("evaluating the model on %d %s images", len(dataset), split)
     return Prepared(model, processor, train_set, eval_set, test_set, names, patch, image_size)
 
 
 # ---------------------------------------------------------------------- checks before training
 
 
-def check_hub_target(training_args: MixProTrainingArguments) -> None:
-    """With ``--push_to_hub``: refuse a ``--hub_strategy`` other than ``end`` and check the repository id, offline
-    mode and the token (:func:`mixpro_hf.hub.check_push_target`), so a push cannot fail for these after training."""
-    if not training_args.push_to_hub:
-        return
-    strategy = HubStrategy(training_args.hub_strategy)
-    if strategy != HubStrategy.END:
-        raise ValueError(
-            f"--hub_strategy {strategy.value} is not supported: mixpro-train pushes once, at the end of training, "
-            "with the model card (--hub_strategy end)"
-        )
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).expanduser().resolve().name
-    check_push_target(repo_id, training_args.hub_token)
-
-
-def _names(paths: list[Path], limit: int = 5) -> str:
-    shown = [p.name + ("/" if p.is_dir() else "") for p in paths[:limit]]
-    return ", ".join(shown) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
-
-
-def written_by_mixpro(path: Path) -> bool:
-    """Whether ``path`` (an entry of an output folder) is something ``mixpro-train`` writes (:data:`RUN_OUTPUTS`,
-    or a README.md that is a mixpro_hf / 🤗 Trainer model card)."""
-    if path.name == "README.md":
-        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        return any(mark in text for mark in REPLACEABLE)
-    return any(fnmatch.fnmatch(path.name, pattern) for pattern in RUN_OUTPUTS)
-
-
 def _run_inputs(model_args: ModelArguments, data_args: DataArguments, checkpoint: str | None) -> list[str]:
     """Local paths a run reads from: the model, the data and the checkpoint."""
     sources = [model_args.model_name_or_path, checkpoint, data_args.dataset_name]
-    sources += [data_args.train_dir, data_args.validation_dir, data_args.train_file, data_args.validation_file]
-    return [s for s in sources + [data_args.test_file] if s and Path(s).expanduser().exists()]
-
-
-def _inside(path: str, folder: Path) -> bool:
-    resolved, root = Path(path).expanduser().resolve(), folder.resolve()
-    return resolved == root or root in resolved.parents
+    sources += [data_args.train_dir, data_args.validation_dir, data_args.test_dir, data_args.train_file]
+    sources += [data_args.validation_file, data_args.test_file]
+    return [s for s in sources if s and Path(s).expanduser().exists()]
 
 
 def check_output_dir(
@@ -216,120 +235,16 @@ def check_output_dir(
     training_args: MixProTrainingArguments,
     checkpoint: str | None = None,
 ) -> list[Path]:
-    """Check ``--output_dir`` before training; returns the old run's entries ``--overwrite_output_dir`` deletes.
-
-    An empty or new folder is fine; a resumed run (``checkpoint``) continues in its folder, and an evaluation-only
-    run (``--do_eval``/``--do_predict`` without ``--do_train``, as in 🤗's scripts) only adds its metrics. Otherwise
-    a non-empty folder is refused, naming ``--overwrite_output_dir`` and ``--resume_from_checkpoint``; with
-    ``--overwrite_output_dir`` only what :func:`written_by_mixpro` may be deleted (anything else, e.g. a user's own
-    README.md, is named and refused), and never an input of this run (the model, the data, the checkpoint)."""
-    out = Path(training_args.output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output_dir {out} is a file, not a folder")
-    entries = sorted(out.iterdir()) if out.is_dir() else []
-    overwrite = training_args.overwrite_output_dir
-    evaluating_only = not training_args.do_train and (training_args.do_eval or training_args.do_predict)
-    if not entries or evaluating_only or (checkpoint is not None and not overwrite):
-        return []
-    if not overwrite:
-        raise ValueError(
-            f"--output_dir {out} already holds a run ({_names(entries)}): pass --overwrite_output_dir True to "
-            "replace it, or --resume_from_checkpoint last to continue it"
-        )
-    foreign = [p for p in entries if not written_by_mixpro(p)]
-    if foreign:
-        what = ", ".join(p.name + (" (not a mixpro_hf model card)" if p.name == "README.md" else "") for p in foreign)
-        raise ValueError(
-            f"--overwrite_output_dir: {out} holds {what}, which mixpro-train did not write and never deletes; move "
-            "it away or choose another --output_dir"
-        )
-    used = [s for s in _run_inputs(model_args, data_args, checkpoint) if _inside(s, out)]
-    if used:
-        raise ValueError(
-            f"--overwrite_output_dir would delete {used[0]}, which this run reads: choose another --output_dir"
-        )
-    return entries
-
-
-def remove_run_outputs(paths: list[Path]) -> None:
-    """Delete the entries of an old run found by :func:`check_output_dir` (a link is removed, not followed)."""
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    logger.info("--overwrite_output_dir: removed the previous run's %s", _names(paths))
-
-
-# ---------------------------------------------------------------------- the run record and resuming
-
-
-def run_record(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: MixProTrainingArguments,
-    label_names: list[str] | None = None,
-) -> dict[str, Any]:
-    """The content of ``mixpro_run.json``: every argument of the run and its class names, as JSON values."""
-    data = {**asdict(data_args), "uses_embedded_default": data_args.uses_embedded_default}
-    model = {**asdict(model_args), "token": "<TOKEN>" if model_args.token else None}  # never saved
-    record: dict[str, Any] = {"model_args": model, "data_args": data}
-    record["training_args"] = training_args.to_dict()
-    if label_names is not None:
-        record["label_names"] = list(label_names)
-    return json.loads(json.dumps(record, default=str))
-
-
-def save_run_record(
-    output_dir: Path,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: MixProTrainingArguments,
-    label_names: list[str] | None = None,
-) -> None:
-    """``mixpro_run.json`` (:func:`run_record`), written when training starts; read by the model card and by
-    :func:`check_resume_matches` when the run is resumed."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record = run_record(model_args, data_args, training_args, label_names)
-    (output_dir / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
-
-
-def _few(names: list[Any], limit: int = 5) -> str:
-    shown = ", ".join(map(str, names[:limit])) + (", ..." if len(names) > limit else "")
-    return f"{len(names)} classes [{shown}]"
-
-
-def run_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The :data:`RESUME_KEYS` and class names in which two run records differ, one phrase each (keys that
-    ``before`` did not record are not compared)."""
-    diffs = []
-    for section, keys in RESUME_KEYS.items():
-        old, new = before.get(section) or {}, now.get(section) or {}
-        for key in keys:
-            if key in old and old[key] != new.get(key):
-                diffs.append(f"{key}: {old[key]!r} in the checkpoint's run, {new.get(key)!r} now")
-    old_names, new_names = before.get("label_names"), now.get("label_names")
-    if old_names is not None and new_names is not None and old_names != new_names:
-        diffs.append(f"label_names: {_few(old_names)} in the checkpoint's run, {_few(new_names)} now")
-    return diffs
-
-
-def check_resume_matches(checkpoint: str, record: dict[str, Any]) -> None:
-    """Refuse to resume ``checkpoint`` when the ``mixpro_run.json`` beside it (its run's record) differs from
-    this run's ``record`` (:func:`run_record`) in the data, the model or a MixPro setting; one line says what."""
-    path = Path(checkpoint).expanduser().resolve().parent / RUN_FILE
-    try:
-        before = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        logger.warning("no readable %s beside %s: its run's settings are not checked", path, checkpoint)
-        return
-    diffs = run_differences(before if isinstance(before, dict) else {}, record)
-    if diffs:
-        raise ValueError(
-            f"--resume_from_checkpoint {checkpoint} belongs to a run with other settings: {'; '.join(diffs)} "
-            "(resume with the same settings, or train a new run in another --output_dir)"
-        )
+    """Check ``--output_dir`` before training (:func:`mixpro_hf.output_guard.check_output_dir`); returns the old
+    run's entries ``--overwrite_output_dir`` deletes. An evaluation-only run (``--do_eval``/``--do_predict``
+    without ``--do_train``, as in 🤗's scripts) only adds its metrics."""
+    return output_guard.check_output_dir(
+        training_args.output_dir,
+        overwrite=training_args.overwrite_output_dir,
+        resuming=checkpoint is not None,
+        evaluating_only=not training_args.do_train and (training_args.do_eval or training_args.do_predict),
+        inputs=_run_inputs(model_args, data_args, checkpoint),
+    )
 
 
 # ---------------------------------------------------------------------- complete checkpoints

@@ -126,6 +126,8 @@ def load_streaming_splits(
     image_column = find_column(list(features), args.image_column_name, IMAGE_COLUMNS, "image")
     label_column = find_column(list(features), args.label_column_name, LABEL_COLUMNS, "label")
     names = _stream_label_names(features, label_column, args.num_labels)
+    if len(names) < 2:
+        raise ValueError(f"label column {label_column!r} declares {len(names)} class {names}: a classifier needs two")
     feature = features[image_column]
     if isinstance(feature, dict) and {"bytes", "path"} <= set(feature):
         train = train.cast_column(image_column, DatasetsImage())

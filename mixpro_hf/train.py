@@ -25,13 +25,14 @@ import transformers
 from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
 from .divergence import TrainingDiverged
 from .hub import PushToHubError
+from .output_guard import OutputDirLock, remove_if_written_by_this_run
 from .pipeline import (
     calibrate,
     make_trainer,
     num_examples,
     prepare,
     resolve_checkpoint,
-    save_run_record,
+    run_recorder,
     write_figures,
 )
 from .trainer import CheckpointSaveError, MixProTrainer, TrainingStopped
@@ -61,15 +62,49 @@ def _console_handler() -> logging.Handler:
 
 
 def run(argv: Sequence[str]) -> dict[str, Any]:
-    """Train, evaluate, and write the output directory; returns the final metrics."""
+    """Train, evaluate, and write the output directory; returns the final metrics.
+
+    The main process holds the output folder's lock (:class:`~mixpro_hf.output_guard.OutputDirLock`) for the whole
+    run, so a second run into the folder is refused; a run that fails before saving a checkpoint removes what it
+    wrote (a folder it created, ``mixpro_run.json``, ...), so nothing blocks the corrected rerun."""
     model_args, data_args, training_args = parse_args(argv)
     given = given_flags(argv)
     setup_logging(training_args)
+    output_dir = Path(training_args.output_dir).expanduser()
+    before = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
+    lock = OutputDirLock(output_dir).acquire() if training_args.should_save else None
+    trainers: list[MixProTrainer] = []
+    try:
+        return _run(model_args, data_args, training_args, given, trainers)
+    except BaseException:
+        if lock is not None and not (trainers and trainers[0].state.global_step > 0):  # failed before a first step
+            remove_if_written_by_this_run(output_dir, before)
+        raise
+    finally:
+        if lock is not None:
+            lock.release_and_clean()
+
+
+def _run(
+    model_args: Any, data_args: Any, training_args: Any, given: dict[str, Any], trainers: list[MixProTrainer]
+) -> dict[str, Any]:
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     prepared = prepare(model_args, data_args, training_args, checkpoint)
     if prepared.test_set is None and "do_predict" in given and training_args.do_predict:
-        raise ValueError("--do_predict needs a test split: --test_file, or a dataset with a 'test' split")
-    if "logging_steps" not in given:  # a short run still logs its alpha curve
+        raise ValueError("--do_predict needs a test split: --test_file, --test_dir, or a dataset with a 'test' split")
+    if prepared.eval_set is None and "do_eval" in given and training_args.do_eval:
+        raise ValueError(
+            "--do_eval needs a validation split: --validation_dir, --validation_file, or a dataset with a "
+            "'validation' split"
+        )
+    evaluated = (training_args.do_eval and prepared.eval_set is not None) or (
+        training_args.do_predict and prepared.test_set is not None
+    )
+    if not training_args.do_train and not evaluated:
+        raise ValueError(
+            "--do_train False: nothing to evaluate (--do_eval needs validation data, --do_predict test data)"
+        )
+    if "logging_steps" not in given and training_args.do_train:  # a short run still logs its alpha curve
         steps = training_steps(training_args, num_examples(prepared.train_set) or 0)
         training_args.logging_steps = short_run_logging_steps(training_args.logging_steps, steps)
     logger.info(recipe_summary(model_args, training_args))
@@ -77,10 +112,11 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     trainer = make_trainer(prepared, training_args)
     if data_args.uses_embedded_default and "mask_scale" not in given:  # the demo's own 2x2 cells, in the README
         trainer.mixing_notice_level = logging.INFO
+    trainers.append(trainer)
     output_dir = Path(training_args.output_dir)
     trainer.accelerator.wait_for_everyone()  # every process checked the output folder before it is written to
-    if trainer.is_world_process_zero() and training_args.do_train:
-        save_run_record(output_dir, model_args, data_args, training_args, prepared.label_names)
+    if training_args.do_train:  # mixpro_run.json, written when training begins, from what runs
+        trainer.add_callback(run_recorder(prepared, model_args, data_args, training_args))
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint) if training_args.do_train else None
     except KeyboardInterrupt:
@@ -104,7 +140,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         results.update(metrics)
-    splits = [("eval", prepared.eval_set)] if training_args.do_eval else []
+    splits = [("eval", prepared.eval_set)] if training_args.do_eval and prepared.eval_set is not None else []
     if training_args.do_predict and prepared.test_set is not None:
         splits.append(("test", prepared.test_set))
     for prefix, dataset in splits:

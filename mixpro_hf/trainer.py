@@ -35,7 +35,9 @@ from .divergence import (
 from .loss import learnable_alpha_parameter, mean_mix_stats
 from .mixing import MixOutput
 from .modeling import decay_parameter_names, model_geometry, unwrap_model
+from .preflight import check_pickles
 from .recipe import batch_generator, mix_batch, mixing_warnings
+from .run_record import apply_changes, check_checkpoint_settings, save_checkpoint_settings
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
@@ -138,7 +140,12 @@ class MixProTrainer(Trainer):
         self.mix_config = args.mixpro_config()
         self.patch_size, image_size = model_geometry(model, args.mix_patch_size)
         self.num_labels = int(unwrap_model(model).config.num_labels)
-        check_model_for_mixing(model, self.mix_config, self.patch_size, image_size)
+        self._image_size = image_size
+        evaluating_only = (
+            kwargs.get("train_dataset") is None and not args.do_train and (args.do_eval or args.do_predict)
+        )
+        if not evaluating_only:  # a Trainer built to evaluate mixes nothing; train() checks again
+            check_model_for_mixing(model, self.mix_config, self.patch_size, image_size)
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = MixProCollator(
                 config=self.mix_config if args.mix_on == "collator" else None,
@@ -153,6 +160,7 @@ class MixProTrainer(Trainer):
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
         self.loss_watch = NonFiniteLossWatch(self.args.device)
+        self._resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
 
     # ------------------------------------------------------------------ DDP
 
@@ -293,8 +301,27 @@ class MixProTrainer(Trainer):
         trial: Any = None,
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
-        """``Trainer.train``, plus: a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary
-        and raises :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
+        """``Trainer.train``, plus:
+
+        * the preflight of the model: the mixing settings against its geometry
+          (:func:`~mixpro_hf.step.check_model_for_mixing`) and, for a resume, the checkpoint's pickle files
+          (:func:`~mixpro_hf.preflight.check_pickles`) and the settings it was made with
+          (:func:`~mixpro_hf.run_record.check_checkpoint_settings`: a change is refused unless
+          ``resume_with_changed_settings``, then applied to the restored optimizer), before the first step;
+        * one run per output folder: the main process holds the folder's lock
+          (:class:`~mixpro_hf.output_guard.OutputDirLock`) while training, so a second run into it is refused;
+        * a SIGTERM (pre-emption) saves a complete checkpoint at the next step boundary and raises
+          :class:`TrainingStopped` (``exit_code`` 143) instead of killing the process mid-step."""
+        from .output_guard import output_dir_lock  # (output_guard imports this module)
+
+        check_model_for_mixing(self.model, self.mix_config, self.patch_size, self._image_size)
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True and os.path.isdir(self.args.output_dir):
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._resume_changes = {}
+        if isinstance(checkpoint, str) and os.path.isdir(checkpoint):
+            check_pickles(checkpoint)
+            self._resume_changes = check_checkpoint_settings(checkpoint, self.args)
         grid = None
         _, image_size = model_geometry(self.model, self.args.mix_patch_size)
         if image_size is not None:
@@ -304,7 +331,7 @@ class MixProTrainer(Trainer):
         stop = StopOnSignal()
         self.add_callback(stop)
         try:
-            with stop.installed(signal.SIGTERM):
+            with output_dir_lock(self.args.output_dir, take=self.args.should_save), stop.installed(signal.SIGTERM):
                 result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
             self.remove_callback(stop)
@@ -513,9 +540,13 @@ class MixProTrainer(Trainer):
         return optimizer
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The Trainer's states, the learnable α, and the settings the checkpoint was made with
+        (:func:`~mixpro_hf.run_record.save_checkpoint_settings`, compared on a resume)."""
         super()._save_optimizer_and_scheduler(output_dir)
         if self.learnable_alpha is not None and self.args.should_save:
             torch.save(self.learnable_alpha.detach().cpu(), os.path.join(output_dir, LEARNABLE_ALPHA_FILE))
+        if self.args.should_save:
+            save_checkpoint_settings(output_dir, self.args, self.optimizer, self.lr_scheduler)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         if checkpoint is not None and self.learnable_alpha is not None:
@@ -524,6 +555,8 @@ class MixProTrainer(Trainer):
                 with torch.no_grad():
                     self.learnable_alpha.copy_(torch.load(path, weights_only=True))
         super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self._resume_changes:
+            apply_changes(self.optimizer, self.lr_scheduler, self._resume_changes)
 
     # ------------------------------------------------------------------ model card and Hub
 

@@ -42,6 +42,15 @@ class MixProTrainingArguments(MixProConfig, TrainingArguments):
             "mixpro_hf model card are deleted before training; a file mixpro-train did not write stops the run."
         },
     )
+    resume_with_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "With --resume_from_checkpoint: accept settings that differ from the checkpoint's run (learning "
+            "rate, schedule, warm-up, seed, batch, MixPro settings, ...); they apply from the checkpoint's step on "
+            "(the learning rate is set in the restored optimizer) and mixpro_run.json records them as a new segment. "
+            "False: such a resume is refused, naming each changed setting."
+        },
+    )
     calibrate: bool = field(
         default=False,
         metadata={

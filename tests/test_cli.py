@@ -20,6 +20,7 @@ from mixpro_hf.arguments import (
     parse_args,
     short_run_logging_steps,
 )
+from mixpro_hf.data import digits_dataset
 from mixpro_hf.pipeline import run_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,8 +225,15 @@ def test_evaluation_only_run_of_a_saved_checkpoint(tmp_path):
     checkpoint = tmp_path / "out"
     assert (checkpoint / "model.safetensors").is_file()
     stages = ["--do_train", "False", "--do_eval", "True"]
-    results = train.run(tiny(tmp_path, "--model_name_or_path", str(checkpoint), *stages, out="eval"))
+    assert train.main(tiny(tmp_path, "--model_name_or_path", str(checkpoint), *stages, out="eval")) == 2, (
+        "no evaluation data given: refused, not the embedded digits"
+    )
+    digits = tmp_path / "digits.parquet"
+    digits_dataset(0)["test"].select(range(20)).to_parquet(digits)
+    data = ["--validation_file", str(digits)]
+    results = train.run(tiny(tmp_path, "--model_name_or_path", str(checkpoint), *stages, *data, out="eval"))
     assert "eval_accuracy" in results and not any(k.startswith(("train_", "test_")) for k in results)
+    assert results["eval_samples"] == 16, "--max_eval_samples of the 20 given images"
     assert not (tmp_path / "eval" / "model.safetensors").exists(), "nothing trained, nothing saved"
 
 

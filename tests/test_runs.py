@@ -18,6 +18,7 @@ import pytest
 from conftest import TINY_OVERRIDES
 
 from mixpro_hf import train
+from mixpro_hf.output_guard import LOCK_FILE
 from mixpro_hf.pipeline import RUN_FILE, checkpoint_problem, resolve_checkpoint
 from mixpro_hf.trainer import STAGING_DIR, MixProTrainer
 
@@ -234,6 +235,7 @@ def test_sigterm_saves_a_complete_checkpoint_and_exits_143(tmp_path):
     finally:
         watchdog.cancel()
     assert proc.returncode == 143, output[-3000:]
+    assert not (out / LOCK_FILE).exists(), "SIGTERM releases the output folder's lock"
     checkpoints = [p for p in out.iterdir() if p.name.startswith("checkpoint-")]
     assert len(checkpoints) == 1 and checkpoint_problem(checkpoints[0]) is None, output[-3000:]
     assert f"stopped by SIGTERM: a complete checkpoint of step {checkpoints[0].name.split('-')[1]}" in output
