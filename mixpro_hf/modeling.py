@@ -10,9 +10,11 @@ Papers:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import nn
 from transformers import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
@@ -23,9 +25,17 @@ from transformers import (
     ViTImageProcessor,
 )
 
+from .ca_swin import CaSwinConfig, CaSwinForImageClassification
 from .drop_path import apply_drop_path
 
 logger = logging.getLogger(__name__)
+
+# CA-Swin is a 🤗 model: AutoConfig / AutoModelForImageClassification know it, and save_pretrained copies its code
+# (mixpro_hf/ca_swin.py) next to the weights with an auto_map, for stock transformers with trust_remote_code=True.
+AutoConfig.register(CaSwinConfig.model_type, CaSwinConfig, exist_ok=True)
+AutoModelForImageClassification.register(CaSwinConfig, CaSwinForImageClassification, exist_ok=True)
+CaSwinConfig.register_for_auto_class()
+CaSwinForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 ModelType = Literal["vit", "deit", "beit", "dinov2"]
 # DeiT sizes of the paper (hidden, layers, heads); MLP ratio 4.
@@ -147,23 +157,93 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class TokenGeometry:
+    """Where the class token looks: the pixel side of one token of the grid it attends to, and the image side.
+
+    Attributes:
+        token_size: pixels a side of one token of that grid: the ViT/DeiT patch, PVT's last-stage stride (the
+            product of ``config.patch_sizes``), timm's ``patch_embed.patch_size``, CA-Swin's last-stage token
+            (``patch_size x 2^(stages - 1)``).
+        image_size: the configured square input side in pixels (``None`` when the model states none).
+        source: where ``token_size`` was read, for messages.
+    """
+
+    token_size: int
+    image_size: int | None
+    source: str
+
+    @property
+    def grid_size(self) -> int | None:
+        """Tokens a side at the configured resolution (``None`` without an image size)."""
+        return None if self.image_size is None else self.image_size // self.token_size
+
+
+def token_geometry(model: nn.Module) -> TokenGeometry:
+    """The token grid the class token of ``model`` attends to, read from the model itself.
+
+    * 🤗 ViT, DeiT, BEiT, Dinov2, ... and models without a class token (Swin, ConvNeXt): ``config.patch_size``;
+    * 🤗 PVT (class token in the last stage): the product of ``config.patch_sizes`` (4 x 2 x 2 x 2 = 32);
+    * timm models through ``TimmWrapperForImageClassification`` (ViT, DeiT, CaiT, XCiT): ``patch_embed.patch_size``
+      and ``patch_embed.img_size``;
+    * CA-Swin (:mod:`mixpro_hf.ca_swin`): the last stage's token, ``patch_size x 2^(len(depths) - 1)``.
+
+    Raises:
+        ValueError: when no token size can be read (e.g. a CNN), naming ``--mix_patch_size``.
+    """
+    inner = unwrap_model(model)
+    config = getattr(inner, "config", None)
+    model_type = str(getattr(config, "model_type", None) or type(inner).__name__)
+    image = _square(getattr(config, "image_size", None), "image size", model_type)
+    timm_model = getattr(inner, "timm_model", None)
+    if model_type == "timm_wrapper" and isinstance(timm_model, nn.Module):
+        embed = getattr(timm_model, "patch_embed", None)
+        token = _square(getattr(embed, "patch_size", None), "patch size", model_type)
+        image = _square(getattr(embed, "img_size", None), "image size", model_type)
+        if image is None:
+            input_size = (getattr(timm_model, "pretrained_cfg", None) or {}).get("input_size")
+            image = _square(list(input_size[-2:]), "image size", model_type) if input_size else None
+        source = f"timm {type(timm_model).__name__}.patch_embed.patch_size"
+    elif model_type == "pvt" and getattr(config, "patch_sizes", None):
+        # 🤗 PVT's patch embeddings are Conv2d(kernel_size=strides[i], stride=patch_sizes[i]): the token stride
+        token, source = math.prod(int(s) for s in config.patch_sizes), "PVT: product of config.patch_sizes"
+    elif model_type == "ca_swin":
+        token = int(config.patch_size) * 2 ** (len(config.depths) - 1)
+        source = "CA-Swin: config.patch_size x 2^(stages - 1)"
+    else:
+        token, source = _square(getattr(config, "patch_size", None), "patch size", model_type), "config.patch_size"
+    if token is None:  # a model outside 🤗 / timm: the patch and image size its class-token embeddings state
+        for module in inner.modules():
+            if isinstance(getattr(module, "cls_token", None), torch.Tensor) and hasattr(module, "patch_size"):
+                token = _square(module.patch_size, "patch size", model_type)
+                image = image or _square(getattr(module, "image_size", None), "image size", model_type)
+                source = f"{type(module).__name__}.patch_size"
+                break
+    if token is None:
+        raise ValueError(
+            f"model type {model_type!r}: the pixel size of one token is unknown (no config.patch_size, PVT patch_sizes "
+            "or timm patch_embed.patch_size): set mix_patch_size (--mix_patch_size) to the grid cell, in pixels, "
+            "on which images are mixed"
+        )
+    return TokenGeometry(token, image, source)
+
+
 def model_geometry(model: nn.Module, mix_patch_size: int | None = None) -> tuple[int, int | None]:
-    """``(patch_size, image_size)`` in pixels: the mixing grid cell (``mix_patch_size``, else the model
-    config's square ``patch_size``) and the config's square ``image_size`` (``None`` when it has none)."""
-    config = getattr(unwrap_model(model), "config", None)
-    model_type = getattr(config, "model_type", type(model).__name__)
+    """``(patch_size, image_size)`` in pixels: the mixing grid cell (``mix_patch_size``, else the side of one token
+    of the grid the class token attends to, :func:`token_geometry`) and the model's square image size (``None``
+    when it states none)."""
     if mix_patch_size is not None:
         if isinstance(mix_patch_size, bool) or not isinstance(mix_patch_size, int) or mix_patch_size < 1:
             raise ValueError(f"mix_patch_size must be a positive integer, got {mix_patch_size!r}")
-        patch = mix_patch_size
-    else:
-        patch = _square(getattr(config, "patch_size", None), "patch size", model_type)
-        if patch is None:
-            raise ValueError(
-                f"model type {model_type!r} has no integer config.patch_size: set mix_patch_size (--mix_patch_size) "
-                "to the grid cell, in pixels, on which images are mixed"
-            )
-    return patch, _square(getattr(config, "image_size", None), "image size", model_type)
+        try:
+            image = token_geometry(model).image_size
+        except ValueError:
+            config = getattr(unwrap_model(model), "config", None)
+            model_type = str(getattr(config, "model_type", None) or type(model).__name__)
+            image = _square(getattr(config, "image_size", None), "image size", model_type)
+        return mix_patch_size, image
+    geometry = token_geometry(model)
+    return geometry.token_size, geometry.image_size
 
 
 def _square(value: Any, what: str, model_type: str) -> int | None:
