@@ -27,7 +27,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from mixpro_hf import (
     MixProCollator,
@@ -45,6 +44,7 @@ from mixpro_hf import (
     write_figures,
     write_model_card,
 )
+from mixpro_hf.schedule import create_lr_scheduler
 
 PROG = Path(__file__).name
 
@@ -118,14 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     else:
         steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
         max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
-    warmup = int(args.warmup_steps * max_steps) if args.warmup_steps < 1 else int(args.warmup_steps)
-    scheduler = get_scheduler(
-        args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=max_steps,
-        scheduler_specific_kwargs=args.lr_scheduler_kwargs or None,  # e.g. the recipe's min_lr_rate
-    )
+    scheduler = create_lr_scheduler(args, optimizer, max_steps)  # --lr_schedule: the reference cosine or 🤗's
     model, optimizer, train_loader, scheduler, *loaders = accelerator.prepare(
         prepared.model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )

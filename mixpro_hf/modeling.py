@@ -27,6 +27,7 @@ from transformers import (
 
 from .ca_swin import CaSwinConfig, CaSwinForImageClassification
 from .drop_path import apply_drop_path
+from .presets import MODEL_PRESETS, preset_config
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ CaSwinConfig.register_for_auto_class()
 CaSwinForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 ModelType = Literal["vit", "deit", "beit", "dinov2"]
+ModelPresetName = Literal[tuple(MODEL_PRESETS)]  # type: ignore[valid-type]
 # DeiT sizes of the paper (hidden, layers, heads); MLP ratio 4.
 MODEL_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
 # The reference code's DeiT geometry: 224x224 images, patch 14 (a 16x16 grid), so that 56-pixel MaskMix cells
-# (mask_scale 4; 112-pixel cells, mask_scale 8, for DeiT-B) tile the grid with no cropped cell.
-PAPER_GEOMETRY = {"image_size": 224, "patch_size": 14}
+# (mask_scale 4, for DeiT-T, -S and -B alike: the DeiT-B config file is named mask112 but sets 56) tile the grid with
+# no cropped cell. LayerNorm eps 1e-6 as timm's ViT/DeiT (🤗's default is 1e-12).
+PAPER_GEOMETRY = {"image_size": 224, "patch_size": 14, "layer_norm_eps": 1e-6}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RECIPE_DROP_PATH_RATE = 0.1
 # Parameters DeiT/timm never decay (``no_weight_decay``), besides every bias and norm (ndim <= 1).
@@ -77,6 +80,15 @@ class ModelArguments:
         metadata={
             "help": "Paper preset when training from scratch: DeiT-Ti/S/B widths with the reference code's geometry "
             "(224x224, patch 14: 56-pixel MaskMix cells at mask_scale 4). --config_overrides still win."
+        },
+    )
+    model_preset: ModelPresetName | None = field(  # type: ignore[valid-type]
+        default=None,
+        metadata={
+            "help": "A model of MixPro's Table 1 from scratch, with its family's recipe for every flag not given "
+            "(README, 'Presets'): deit-t/s/b, pvt-t/s/m/l, cait-xxs36 (Table 1's CaiT-XXS), xcit-t24 (Table 1's "
+            "XCiT-T), xcit-s12/m24/l24, ca-swin-t/s; also cait-xxs24 and xcit-t12. --config_overrides still win "
+            "(timm presets: keys of timm.create_model, e.g. img_size=32)."
         },
     )
     config_overrides: str | None = field(
@@ -254,6 +266,26 @@ def _square(value: Any, what: str, model_type: str) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _apply_overrides(config: Any, overrides: str) -> None:
+    """``--config_overrides "k=v,..."`` on a 🤗 config; for a timm model (``TimmWrapperConfig``) the keys go to
+    ``model_args`` (``timm.create_model``'s keyword arguments), typed as Python literals."""
+    if getattr(config, "model_type", None) != "timm_wrapper":
+        config.update_from_string(overrides)
+        return
+    import ast
+
+    values: dict[str, Any] = {}
+    for item in overrides.split(","):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config_overrides: {item!r} is not key=value")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    config.model_args = {**(config.model_args or {}), **values}
+
+
 def decay_parameter_names(model: nn.Module) -> list[str]:
     """Names of the parameters that get weight decay: every weight except biases and norms (ndim <= 1),
     the class / distillation / register / mask tokens and the position embeddings (DeiT's rule)."""
@@ -287,6 +319,8 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
     label2id = {name: i for i, name in id2label.items()}
     labels = dict(num_labels=len(names), id2label=id2label, label2id=label2id)
     source = model_args.model_name_or_path
+    if source and model_args.model_preset:
+        raise ValueError("--model_preset builds a model from scratch: drop --model_name_or_path (or the preset)")
     rate = model_args.drop_path_rate
     hub = model_args.pretrained_kwargs()
     if source:
@@ -315,7 +349,11 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
             ) from err
     else:
         rate = RECIPE_DROP_PATH_RATE if rate is None else rate
-        if model_args.config_name:
+        if model_args.model_preset:
+            config = preset_config(model_args.model_preset)
+            if model_args.config_name or model_args.model_size:
+                raise ValueError("--model_preset names the whole model: drop --config_name and --model_size")
+        elif model_args.config_name:
             try:
                 config = AutoConfig.from_pretrained(model_args.config_name, **hub)
             except OSError as err:
@@ -336,20 +374,37 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
         if hasattr(config, "use_mean_pooling"):
             config.use_mean_pooling = False
         if model_args.config_overrides:
-            config.update_from_string(model_args.config_overrides)
+            _apply_overrides(config, model_args.config_overrides)
         config.update(labels)
         classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
         if isinstance(classes, (list, tuple)):  # e.g. DeiT: train the plain classifier, not the one with a teacher
             config.architectures = [classes[0].__name__]
         apply_drop_path(config, rate)
+        attn = model_args.attn_implementation
+        model_class = classes[0] if isinstance(classes, (list, tuple)) else classes
+        if attn == "sdpa" and not getattr(model_class, "_supports_sdpa", False):
+            attn = None  # e.g. 🤗 PVT: its own attention only
         model = AutoModelForImageClassification.from_config(
-            config, attn_implementation=model_args.attn_implementation, trust_remote_code=model_args.trust_remote_code
+            config, attn_implementation=attn, trust_remote_code=model_args.trust_remote_code
         )
+        if model_args.model_preset:
+            preset = MODEL_PRESETS[model_args.model_preset]
+            count = sum(p.numel() for p in model.parameters()) / 1e6
+            paper = "MixPro Table 1" if preset.in_table else f"{preset.family} paper (not in Table 1)"
+            logger.warning(
+                "--model_preset %s: %.2f M parameters with %d classes (%s: %.1f M with 1,000 classes)",
+                preset.name,
+                count,
+                len(names),
+                paper,
+                preset.paper_params,
+            )
+        image_size = token_geometry(model).image_size or 224
         if model_args.image_processor_name:
             processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name, **hub)
         else:
             processor = ViTImageProcessor(
-                size={"height": config.image_size, "width": config.image_size},
+                size={"height": image_size, "width": image_size},
                 image_mean=list(IMAGENET_MEAN),
                 image_std=list(IMAGENET_STD),
             )

@@ -27,6 +27,7 @@ from .loss import learnable_alpha_parameter, mean_mix_stats
 from .mixing import MixOutput
 from .modeling import decay_parameter_names, model_geometry, unwrap_model
 from .recipe import batch_generator, mix_batch
+from .schedule import create_lr_scheduler
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
@@ -138,6 +139,16 @@ class MixProTrainer(Trainer):
         self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """🤗's scheduler, or the reference code's cosine with ``lr_schedule="reference_cosine"``
+        (:mod:`mixpro_hf.schedule`)."""
+        if self.lr_scheduler is None and self.args.lr_schedule == "reference_cosine":
+            self.lr_scheduler = create_lr_scheduler(self.args, optimizer or self.optimizer, num_training_steps)
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # ------------------------------------------------------------------ mixing
 

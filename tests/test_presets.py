@@ -1,0 +1,63 @@
+"""The Table 1 presets: each builds the paper's architecture (parameter count within 2 % of Table 1, counted on the
+meta device: no weights allocated) and sets its family's recipe for the flags not given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification
+
+from mixpro_hf.arguments import parse_args
+from mixpro_hf.modeling import ModelArguments, build_model
+from mixpro_hf.presets import MODEL_PRESETS, preset_config
+
+
+@pytest.mark.parametrize("name", list(MODEL_PRESETS))
+def test_preset_parameter_count_matches_the_paper(name: str) -> None:
+    preset = MODEL_PRESETS[name]
+    with torch.device("meta"):
+        model = AutoModelForImageClassification.from_config(preset_config(name))
+    count = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(count / preset.paper_params - 1) < 0.02, (name, count, preset.paper_params)
+
+
+def test_table_one_is_covered() -> None:
+    in_table = {p.name for p in MODEL_PRESETS.values() if p.in_table}
+    assert in_table == {
+        *("deit-t", "deit-s", "deit-b", "pvt-t", "pvt-s", "pvt-m", "pvt-l", "cait-xxs36"),
+        *("xcit-t24", "xcit-s12", "xcit-m24", "xcit-l24", "ca-swin-t", "ca-swin-s"),
+    }
+    assert preset_config("deit-t").layer_norm_eps == 1e-6 and preset_config("pvt-s").layer_norm_eps == 1e-6
+
+
+def _parsed(*flags: str):
+    return parse_args(["--train_file", "train.parquet", *flags])
+
+
+def test_family_recipes_fill_the_flags_not_given() -> None:
+    _, _, cait = _parsed("--model_preset", "cait-xxs36")
+    model_args, _, _ = _parsed("--model_preset", "cait-xxs36")
+    assert cait.num_train_epochs == 400 and cait.warmup_steps == pytest.approx(20 / 400)
+    assert model_args.drop_path_rate == 0.1 and cait.mask_scale == 4 and cait.max_grad_norm == 0.0
+    _, _, swin = _parsed("--model_preset", "ca-swin-t")
+    assert swin.max_grad_norm == 5.0 and swin.mask_scale == 2 and swin.num_train_epochs == 300
+    _, _, pvt = _parsed("--model_preset", "pvt-l")
+    assert pvt.max_grad_norm == 1.0 and pvt.mask_scale == 2
+    model_args, _, deit = _parsed("--model_preset", "deit-s", "--num_train_epochs", "3", "--mask_scale", "2")
+    assert deit.num_train_epochs == 3 and deit.mask_scale == 2 and model_args.drop_path_rate == 0.1
+    with pytest.raises(SystemExit):
+        _parsed("--model_preset", "deit-xl")
+
+
+def test_timm_preset_builds_with_overrides_and_drop_path() -> None:
+    args = ModelArguments(
+        model_preset="xcit-t24", config_overrides="img_size=32,depth=1,embed_dim=32,num_heads=2", drop_path_rate=0.1
+    )
+    model, processor = build_model(args, ["a", "b"])
+    timm_model = model.timm_model
+    assert timm_model.patch_embed.img_size == (32, 32) and len(timm_model.blocks) == 1
+    rates = [m.drop_prob for m in timm_model.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.1)
+    assert processor.size == {"height": 32, "width": 32} and model.config.num_labels == 2
+    with pytest.raises(ValueError, match="--model_preset builds a model from scratch"):
+        build_model(ModelArguments(model_preset="deit-t", model_name_or_path="some/model"), ["a", "b"])
