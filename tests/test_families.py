@@ -33,6 +33,7 @@ from transformers import (
 from mixpro_hf import MixProTrainer, MixProTrainingArguments
 from mixpro_hf.attention import capture_cls_attention, cls_token_layout, find_last_attention
 from mixpro_hf.ca_swin import CaSwinConfig, CaSwinForImageClassification
+from mixpro_hf.hub import files_to_push
 from mixpro_hf.modeling import model_geometry, token_geometry
 from mixpro_hf.recipe import MixProConfig
 from mixpro_hf.step import check_model_for_mixing
@@ -94,9 +95,9 @@ FAMILIES: dict[str, Family] = {
     "timm-deit": Family(lambda a: _timm("deit_tiny_distilled_patch16_224", a, **TIMM), 4, 32, 2),
     "cait": Family(lambda a: _timm("cait_xxs24_224", a, depth_token_only=1, **TIMM), 4, 32, 1),
     "xcit": Family(
-        lambda a: _timm("xcit_tiny_12_p8_224", a, img_size=64, patch_size=8, embed_dim=32, depth=1, num_heads=2),
+        lambda a: _timm("xcit_tiny_12_p8_224", a, img_size=40, patch_size=8, embed_dim=32, depth=1, num_heads=2),
         8,
-        64,
+        40,
         1,
     ),
     "ca-swin": Family(
@@ -104,15 +105,15 @@ FAMILIES: dict[str, Family] = {
             CaSwinConfig,
             CaSwinForImageClassification,
             a,
-            image_size=32,
-            patch_size=2,
+            image_size=40,
+            patch_size=4,
             embed_dim=16,
             depths=[1, 2],
             num_heads=[1, 2],
-            window_size=4,
+            window_size=5,
         ),
-        4,
-        32,
+        8,
+        40,
         1,
     ),
 }
@@ -201,7 +202,10 @@ def test_ca_swin_loads_in_stock_transformers_with_remote_code(tmp_path) -> None:
     model = FAMILIES["ca-swin"].build("sdpa").eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "ca_swin.py").is_file()
-    pixel_values = torch.randn(1, 3, 32, 32)
+    (tmp_path / "notes.py").write_text("# not model code\n")
+    pushed = files_to_push(tmp_path)
+    assert "ca_swin.py" in pushed and "notes.py" not in pushed, "a push carries the code the config names"
+    pixel_values = torch.randn(1, 3, 40, 40)
     with torch.no_grad():
         expected = model(pixel_values=pixel_values).logits
     torch.save(pixel_values, tmp_path / "x.pt")

@@ -8,8 +8,10 @@ import torch
 from transformers import AutoModelForImageClassification
 
 from mixpro_hf.arguments import parse_args
-from mixpro_hf.modeling import ModelArguments, build_model
+from mixpro_hf.modeling import ModelArguments, build_model, model_geometry
 from mixpro_hf.presets import MODEL_PRESETS, preset_config
+from mixpro_hf.recipe import MixProConfig
+from mixpro_hf.step import check_model_for_mixing
 
 
 @pytest.mark.parametrize("name", list(MODEL_PRESETS))
@@ -19,6 +21,11 @@ def test_preset_parameter_count_matches_the_paper(name: str) -> None:
         model = AutoModelForImageClassification.from_config(preset_config(name))
     count = sum(p.numel() for p in model.parameters()) / 1e6
     assert abs(count / preset.paper_params - 1) < 0.02, (name, count, preset.paper_params)
+    # the preset's geometry passes the checks of a MixPro run at 224² (its mask_scale on its token grid)
+    mixpro = MixProConfig(mix_method="mixpro", mask_scale=int(preset.recipe["mask_scale"]))
+    patch_size, image_size = model_geometry(model)
+    assert image_size == 224 and patch_size == {"vit": 14, "pvt": 32, "ca_swin": 32}.get(preset.kind, 16)
+    check_model_for_mixing(model, mixpro, patch_size, image_size)
 
 
 def test_table_one_is_covered() -> None:
