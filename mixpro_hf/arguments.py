@@ -241,7 +241,7 @@ def recipe_defaults(context: _Context) -> dict[str, str]:
         defaults["mask_scale"] = preset.recipe["mask_scale"]
     if context.embedded:
         defaults.update({k: v for k, v in DIGITS_FLAGS.items() if context.recipe == "deit" or k not in _TRAINER_ONLY})
-        if context.from_scratch:
+        if context.from_scratch and preset is None:  # a preset keeps its own architecture on the digits
             defaults["config_overrides"] = DIGITS_MODEL
     return defaults
 

@@ -391,7 +391,7 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
             preset = MODEL_PRESETS[model_args.model_preset]
             count = sum(p.numel() for p in model.parameters()) / 1e6
             paper = "MixPro Table 1" if preset.in_table else f"{preset.family} paper (not in Table 1)"
-            logger.warning(
+            logger.info(
                 "--model_preset %s: %.2f M parameters with %d classes (%s: %.1f M with 1,000 classes)",
                 preset.name,
                 count,
