@@ -3,6 +3,8 @@ meta device: no weights allocated) and sets its family's recipe for the flags no
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForImageClassification
@@ -68,3 +70,39 @@ def test_timm_preset_builds_with_overrides_and_drop_path() -> None:
     assert processor.size == {"height": 32, "width": 32} and model.config.num_labels == 2
     with pytest.raises(ValueError, match="--model_preset builds a model from scratch"):
         build_model(ModelArguments(model_preset="deit-t", model_name_or_path="some/model"), ["a", "b"])
+
+
+def test_mixpro_train_runs_a_timm_preset(tmp_path) -> None:
+    from mixpro_hf import train
+
+    overrides = "img_size=32,patch_size=4,depth=1,depth_token_only=1,embed_dim=32,num_heads=2"
+    flags = ["--model_preset", "cait-xxs36", "--config_overrides", overrides, "--output_dir", str(tmp_path / "out")]
+    flags += ["--max_train_samples", "32", "--max_eval_samples", "16", "--max_steps", "2", "--do_train", "True"]
+    flags += ["--per_device_train_batch_size", "8", "--report_to", "none", "--use_cpu", "True"]
+    flags += ["--dataloader_num_workers", "0", "--disable_tqdm", "True", "--maskmix_prob", "1"]
+    results = train.run(flags)
+    assert results["train_loss"] > 0
+    record = json.loads((tmp_path / "out" / "mixpro_run.json").read_text())
+    assert record["model_args"]["model_preset"] == "cait-xxs36"
+    assert record["training_args"]["max_grad_norm"] == 0.0  # (epochs: the embedded digits job's own 60)
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert model.config.model_args["drop_path_rate"] == 0.1 and model.timm_model.patch_embed.img_size == (32, 32)
+
+
+def test_a_family_without_sdpa_builds_from_scratch(tmp_path) -> None:
+    from transformers import PvtConfig
+
+    PvtConfig(
+        image_size=64,
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sequence_reduction_ratios=[2, 1],
+        hidden_sizes=[16, 32],
+        patch_sizes=[4, 2],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+    ).save_pretrained(tmp_path)
+    model, processor = build_model(ModelArguments(config_name=str(tmp_path)), ["a", "b", "c"])  # sdpa asked
+    assert type(model).__name__ == "PvtForImageClassification" and processor.size == {"height": 64, "width": 64}
+    assert model_geometry(model) == (8, 64) and model.config.drop_path_rate == 0.1
