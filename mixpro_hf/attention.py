@@ -75,7 +75,7 @@ _BIAS_ARG_NAMES: tuple[str, ...] = (
 _CLS_PARAM_NAMES: tuple[str, ...] = ("cls_token", "class_token")
 
 _NO_CLS_MESSAGE = (
-    "Model type {model_type!r} has no class token. Attention-based labels (PAL, TransMix) need the "
+    "model type {model_type!r} has no class token. Attention-based labels (PAL, TransMix) need the "
     "class-token attention of the last transformer block, so they only work with backbones that have one "
     "(🤗 ViT, DeiT, BEiT, Data2Vec-Vision, Dinov2, PVT; timm ViT, DeiT, CaiT, XCiT through "
     "TimmWrapperForImageClassification; CA-Swin). Area-only label mixing (mixup, cutmix, maskmix) works for any "
@@ -233,7 +233,7 @@ def _attention_spec(model: nn.Module) -> _AttentionSpec:
     params = list(inspect.signature(module.forward).parameters.values())
     if any(p.name in ("position_embeddings", "rotary_pos_emb", "rope") for p in params):
         raise ValueError(
-            f"Model type {model_type!r}: the last attention applies rotary position embeddings to the "
+            f"model type {model_type!r}: the last attention applies rotary position embeddings to the "
             "queries/keys, which the class-token attention capture does not support."
         )
     bias_args: list[tuple[str, int | None]] = []
