@@ -6,11 +6,12 @@ Papers and the official training code each preset follows:
     - DeiT: Touvron et al., ICML 2021 (facebookresearch/deit ``main.py``: drop path 0.1, no gradient clipping).
     - PVT: Wang et al., ICCV 2021 (whai362/PVT ``classification/configs/pvt/pvt_{tiny,small,medium,large}.py``:
       drop path 0.1 / 0.1 / 0.3 / 0.3, gradient clipping 1.0 for PVT-M and PVT-L, none for PVT-T and PVT-S).
-    - CaiT: Touvron et al., ICCV 2021 (paper Table 1 / facebookresearch/deit ``cait_models.py``: XXS-24 stochastic
-      depth 0.05, LayerScale init 1e-5; no clipping).
-    - XCiT: Ali et al., NeurIPS 2021 (facebookresearch/xcit README training commands: drop path 0.05 / 0.05 / 0.15 /
-      0.25 for T12 / S12 / M24 / L24, 400 epochs; LayerScale eta 1.0 for T12 and S12, 1e-5 for M24 and L24, as
-      timm's model definitions build them; no clipping).
+    - CaiT: Touvron et al., ICCV 2021 (paper's training settings / facebookresearch/deit ``cait_models.py``:
+      stochastic depth 0.05 for XXS-24, 0.1 for XXS-36, LayerScale init 1e-5 (timm's ``cait_xxs*_224``); the DeiT
+      code's ``main.py``: no clipping).
+    - XCiT: Ali et al., NeurIPS 2021 (facebookresearch/xcit README training commands: drop path 0.05 / 0.1 / 0.05 /
+      0.15 / 0.25 for T12 / T24 / S12 / M24 / L24, 400 epochs; LayerScale eta 1.0 for T12 and S12, 1e-5 for T24,
+      M24 and L24, as timm's model definitions build them; no clipping).
     - Swin: Liu et al., ICCV 2021 (microsoft/Swin-Transformer ``configs/swin_{tiny,small}_patch4_window7_224.yaml``
       and ``config.py``: drop path 0.2 / 0.3, gradient clipping 5.0 before the optimizer step, 20 warm-up epochs).
 
