@@ -90,19 +90,9 @@ def test_mixpro_train_runs_a_timm_preset(tmp_path) -> None:
 
 
 def test_a_family_without_sdpa_builds_from_scratch(tmp_path) -> None:
-    from transformers import PvtConfig
+    from test_families import FAMILIES  # the tiny 🤗 PVT of the family tests
 
-    PvtConfig(
-        image_size=64,
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sequence_reduction_ratios=[2, 1],
-        hidden_sizes=[16, 32],
-        patch_sizes=[4, 2],
-        strides=[4, 2],
-        num_attention_heads=[1, 2],
-        mlp_ratios=[2, 2],
-    ).save_pretrained(tmp_path)
+    FAMILIES["hf-pvt"].build("eager").config.save_pretrained(tmp_path)
     model, processor = build_model(ModelArguments(config_name=str(tmp_path)), ["a", "b", "c"])  # sdpa asked
     assert type(model).__name__ == "PvtForImageClassification" and processor.size == {"height": 64, "width": 64}
     assert model_geometry(model) == (8, 64) and model.config.drop_path_rate == 0.1
