@@ -28,8 +28,14 @@ peak memory mixpro <= 1.05x cutmix.
     python benchmarks/bench_train_step.py --steps 5 --warmup 1          # CPU, ViT-S/16, batch 16
     python benchmarks/bench_train_step.py --device cuda --bf16          # H100: batch 128, bf16 autocast
     python benchmarks/bench_train_step.py --device cuda --bf16 --model deit-s
+    python benchmarks/bench_train_step.py --device cuda --bf16 --model pvt-t    # cutmix and mixpro only
 
-Writes ``results/train_step_<device>.json`` (``train_step_<device>_deit-s.json`` for DeiT-S).
+Other families (``--model pvt-t|cait-xxs36|xcit-t24|ca-swin-t``, the smallest Table 1 preset of each family,
+:mod:`mixpro_hf.presets`, at 224²): the capture's cost next to a CutMix step (variants ``cutmix`` and ``mixpro``
+by default; ``naive`` needs 🤗's ``output_attentions``, which timm and CA-Swin do not have). ``--image-size``
+builds them smaller (a CPU check of the command, not a measurement of the paper's models).
+
+Writes ``results/train_step_<device>.json`` (``train_step_<device>_<model>.json`` for the other models).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import write_result  # noqa: E402
 from mixpro_hf.attention import cls_token_layout  # noqa: E402
 from mixpro_hf.loss import mixed_loss  # noqa: E402
+from mixpro_hf.modeling import model_geometry  # noqa: E402
+from mixpro_hf.presets import MODEL_PRESETS, preset_config  # noqa: E402
 from mixpro_hf.recipe import MixProConfig, batch_generator, mix_batch  # noqa: E402
 from mixpro_hf.step import forward_mixed  # noqa: E402
 
@@ -75,6 +83,10 @@ TINY = dict(
     num_labels=10,
 )
 MODEL_CONFIGS = {"vit-s": SMALL, "deit-s": SMALL, "tiny": TINY}
+# The smallest Table 1 model of each other family (mixpro_hf.presets), 1,000 classes.
+FAMILY_MODELS = ("pvt-t", "cait-xxs36", "xcit-t24", "ca-swin-t")
+# The image-size key of each preset kind's config (timm: a create_model keyword).
+_IMAGE_SIZE_KEY = {"pvt-t": "image_size", "ca-swin-t": "image_size"}
 TARGETS = {
     "cpu": {"mixpro_over_cutmix": 1.05},
     "cuda": {
@@ -85,8 +97,9 @@ TARGETS = {
 }
 
 
-def variant_config(variant: str) -> MixProConfig:
-    """The recipe of a variant, chosen so that every step takes the measured path."""
+def variant_config(variant: str, mask_scale: int = 4) -> MixProConfig:
+    """The recipe of a variant, chosen so that every step takes the measured path (``mask_scale``: the model's,
+    e.g. a family preset's)."""
     if variant == "none":
         return MixProConfig(mix_method="none")
     if variant == "cutmix":
@@ -94,19 +107,29 @@ def variant_config(variant: str) -> MixProConfig:
     if variant == "transmix":
         return MixProConfig(mix_method="transmix", switch_prob=1.0)
     if variant == "maskmix":
-        return MixProConfig(mix_method="maskmix", maskmix_prob=1.0)
+        return MixProConfig(mix_method="maskmix", maskmix_prob=1.0, mask_scale=mask_scale)
     if variant in ("mixpro", "naive"):
-        return MixProConfig(mix_method="mixpro", maskmix_prob=1.0)
+        return MixProConfig(mix_method="mixpro", maskmix_prob=1.0, mask_scale=mask_scale)
     raise ValueError(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
 
 
-def build_model(name: str, attn_implementation: str) -> nn.Module:
-    """ViT-S/16 (``vit-s``), DeiT-S (``deit-s``) or a tiny test ViT (``tiny``) with random weights and the
-    given attention kernel."""
+def build_model(name: str, attn_implementation: str, image_size: int | None = None) -> nn.Module:
+    """ViT-S/16 (``vit-s``), DeiT-S (``deit-s``), a tiny test ViT (``tiny``) or a family preset
+    (:data:`FAMILY_MODELS`, at ``image_size`` if given) with random weights and the given attention kernel."""
     import transformers as tf
 
+    if name in FAMILY_MODELS:
+        config = preset_config(name)
+        if image_size is not None:
+            if name in _IMAGE_SIZE_KEY:
+                setattr(config, _IMAGE_SIZE_KEY[name], image_size)
+            else:
+                config.model_args = {**config.model_args, "img_size": image_size}
+        model_class = tf.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+        attn = attn_implementation if getattr(model_class, "_supports_sdpa", False) else None  # PVT: its own
+        return tf.AutoModelForImageClassification.from_config(config, attn_implementation=attn)
     if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}: one of {', '.join(MODEL_CONFIGS)}")
+        raise ValueError(f"unknown model {name!r}: one of {', '.join((*MODEL_CONFIGS, *FAMILY_MODELS))}")
     if name == "deit-s":
         return tf.DeiTForImageClassification(tf.DeiTConfig(**SMALL, attn_implementation=attn_implementation))
     return tf.ViTForImageClassification(tf.ViTConfig(**MODEL_CONFIGS[name], attn_implementation=attn_implementation))
@@ -130,13 +153,23 @@ def naive_step_loss(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--model", default="vit-s", choices=tuple(MODEL_CONFIGS))
+    parser.add_argument("--model", default="vit-s", choices=(*MODEL_CONFIGS, *FAMILY_MODELS))
+    parser.add_argument("--image-size", type=int, default=None, help="family presets only: build at this size")
     parser.add_argument("--batch", type=int, default=None, help="default: 16 on CPU, 128 on CUDA")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 5 CPU, 30 CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default 1 CPU, 5 CUDA)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument(
+        "--variants", nargs="+", default=None, choices=VARIANTS, help="default: all; family presets: cutmix mixpro"
+    )
     args = parser.parse_args(argv)
+    family = args.model in FAMILY_MODELS
+    if args.variants is None:
+        args.variants = ["cutmix", "mixpro"] if family else list(VARIANTS)
+    if family and "naive" in args.variants:
+        sys.exit(f"--model {args.model}: the naive variant needs 🤗's output_attentions (ViT / DeiT only)")
+    if args.image_size is not None and not family:
+        sys.exit("--image-size applies to the family presets only")
     on_cuda = args.device == "cuda"
     if on_cuda and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
@@ -148,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit("the ratios are taken to cutmix: keep it in --variants")
 
     torch.manual_seed(0)
-    model = build_model(args.model, "sdpa").to(device).train()
+    model = build_model(args.model, "sdpa", args.image_size).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
     eager_model = eager_optimizer = None
     if "naive" in args.variants:
@@ -156,8 +189,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         eager_model.load_state_dict(model.state_dict())
         eager_optimizer = torch.optim.AdamW(eager_model.parameters(), lr=1e-4, weight_decay=0.05)
     num_prefix = cls_token_layout(model).num_prefix_tokens
-    patch = model.config.patch_size
-    size = model.config.image_size
+    mask_scale = int(MODEL_PRESETS[args.model].recipe["mask_scale"]) if family else 4
+    patch, size = model_geometry(model)  # the token grid the class token attends to (PVT, CA-Swin: last stage)
     data_gen = torch.Generator().manual_seed(0)
     pixels = torch.randn(batch, 3, size, size, generator=data_gen).to(device)
     labels = torch.randint(0, model.config.num_labels, (batch,), generator=data_gen).to(device)
@@ -174,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     total_steps = warmup + steps
 
     def make_step(index: int, variant: str) -> Callable[[int], None]:
-        config = variant_config(variant)
+        config = variant_config(variant, mask_scale)
         net, opt = (eager_model, eager_optimizer) if variant == "naive" else (model, optimizer)
         assert net is not None and opt is not None
 
@@ -267,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "batch": batch,
                 "steps": steps,
                 "warmup": warmup,
-                "model_config": MODEL_CONFIGS[args.model],
+                "model_config": MODEL_CONFIGS.get(args.model) or preset_config(args.model).to_diff_dict(),
+                "parameters": sum(p.numel() for p in model.parameters()),
                 "optimizer": "AdamW(lr=1e-4, wd=0.05)",
             },
             "median_ms": median_ms,

@@ -13,7 +13,9 @@ Phases:
 1. ``speed`` (paper Table 2): ``bench_train_step.py --device cuda --bf16 --model deit-s`` (DeiT-S, 224², batch
    128, SDPA; none, CutMix, TransMix, MaskMix, MixPro and the naive ``output_attentions=True`` route, timed
    interleaved in one process, with peak memory) and ``bench_mixing.py --device cuda`` (the cost of mixing one
-   128×224² batch). Writes ``train_step_cuda_deit-s.json`` and ``mixing_cuda.json``.
+   128×224² batch). Writes ``train_step_cuda_deit-s.json`` and ``mixing_cuda.json``. Then, for the smallest Table 1
+   model of each other family (PVT-T, CaiT-XXS-36, XCiT-T24, CA-Swin-T, 224², batch 128), the MixPro step (capture
+   included) next to a CutMix step: ``train_step_cuda_<model>.json``.
 2. ``probe``: CIFAR-10 training throughput of MixPro (the costliest method) with the 12-layer model (the
    6-layer one is estimated from it): one eager process, ``--workers`` eager processes at once (does the total
    rise when one run leaves the GPU idle?), one ``torch.compile`` process (with its compile time). Writes
@@ -57,6 +59,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks import cifar10  # noqa: E402
+from benchmarks.bench_train_step import FAMILY_MODELS  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 
 MAIN_METHODS = ("none", "mixup_cutmix", "transmix", "maskmix", "mixpro")
@@ -108,8 +111,16 @@ def gpu_mode(device: str) -> Mode:
         speed_args=(
             ("bench_train_step.py", "--device", device, "--bf16", "--model", "deit-s", "--steps", "30"),
             ("bench_mixing.py", "--device", device, "--rounds", "30"),
+            *(  # the capture's cost next to CutMix for the other families' smallest Table 1 model, 224²
+                ("bench_train_step.py", "--device", device, "--bf16", "--model", family, "--steps", "20")
+                for family in FAMILY_MODELS
+            ),
         ),
-        speed_files=(f"train_step_{device}_deit-s.json", f"mixing_{device}.json"),
+        speed_files=(
+            f"train_step_{device}_deit-s.json",
+            f"mixing_{device}.json",
+            *(f"train_step_{device}_{family}.json" for family in FAMILY_MODELS),
+        ),
         probe_compile=True,
         smoke=False,
     )

@@ -27,7 +27,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from mixpro_hf import (
     MixProCollator,
@@ -48,6 +47,7 @@ from mixpro_hf import (
     write_model_card,
 )
 from mixpro_hf.divergence import NonFiniteLossWatch, TrainingDiverged, check_finite_weights
+from mixpro_hf.schedule import create_lr_scheduler
 
 PROG = Path(__file__).name
 
@@ -152,14 +152,7 @@ def train_and_save(
     else:
         steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
         max_steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * steps_per_epoch)
-    warmup = int(args.warmup_steps * max_steps) if args.warmup_steps < 1 else int(args.warmup_steps)
-    scheduler = get_scheduler(
-        args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=max_steps,
-        scheduler_specific_kwargs=args.lr_scheduler_kwargs or None,  # e.g. the recipe's min_lr_rate
-    )
+    scheduler = create_lr_scheduler(args, optimizer, max_steps)  # --lr_schedule: the reference cosine or 🤗's
     if accelerator.is_main_process:  # mixpro_run.json, from what runs (the optimizer's learning rate, the data)
         run_recorder(prepared, model_args, data_args, args).write(args, 0, optimizer, scheduler)
     model, optimizer, train_loader, scheduler, *loaders = accelerator.prepare(

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # Names that need transformers are imported on first use, so `from mixpro_hf import maskmix` stays light.
 _LAZY = {
     "capture_cls_attention": "attention",
+    "cls_attention_problem": "attention",
     "cls_token_layout": "attention",
     "supports_cls_attention": "attention",
     "MixProTrainer": "trainer",
@@ -32,6 +33,10 @@ _LAZY = {
     "build_model": "modeling",
     "decay_parameter_names": "modeling",
     "model_geometry": "modeling",
+    "token_geometry": "modeling",
+    "TokenGeometry": "modeling",
+    "CaSwinConfig": "modeling",  # through modeling, which registers CA-Swin with the Auto classes
+    "CaSwinForImageClassification": "modeling",
     "optimizer_param_groups": "modeling",
     "unwrap_model": "modeling",
     "DataArguments": "data",

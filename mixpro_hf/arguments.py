@@ -4,9 +4,12 @@ one ``HfArgumentParser`` from the command line or from one JSON file (``mixpro-t
 defaults of a named recipe for every flag the user did not give.
 
 * ``--recipe deit`` (the default from scratch): the paper's Table 11 and the reference code (``fistyee/MixPro``
-  ``config.py``/``main.py``, built on the Swin training code): AdamW, lr 1e-3 x total batch / 1024, weight decay
-  0.05, cosine decay to 1 % of the lr, warm-up 20 of 300 epochs, 300 epochs, gradient clipping 5.0, drop path 0.1
-  (label smoothing 0.1 and timm's augmentation are the defaults of ``MixProConfig`` and ``DataArguments``).
+  ``config.py``/``main.py``, built on the Swin training code): AdamW, lr 1e-3 x total batch / 1024 (the code: 1e-3
+  whatever the batch; equal at the paper's 1,024), weight decay 0.05, the code's cosine (``--lr_schedule
+  reference_cosine``: timm's ``CosineLRScheduler`` per step, warm-up from lr/1000, floor lr/100), warm-up 20 of 300
+  epochs, 300 epochs, no gradient clipping (the code's 5.0 acts after its mixed-precision step, so never), drop path
+  0.1 (label smoothing 0.1 and timm's augmentation are the defaults of ``MixProConfig`` and ``DataArguments``).
+  ``--model_preset`` adds its family's differences (:mod:`mixpro_hf.presets`).
 * ``--recipe none`` (the default with ``--model_name_or_path``): 🤗's ``TrainingArguments`` defaults.
 * No data argument: the embedded default job, a small ViT on scikit-learn's digits (:data:`DIGITS_FLAGS`); its
   training flags belong to the ``deit`` recipe, its data flags apply whatever the recipe.
@@ -29,6 +32,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .data import DataArguments
 from .modeling import RECIPE_DROP_PATH_RATE, ModelArguments
+from .presets import MODEL_PRESETS
 from .recipe import MixProConfig
 from .training_args import MixProTrainingArguments
 
@@ -67,7 +71,8 @@ RECIPE_FLAGS = {
     "lr_scheduler_kwargs": json.dumps({"min_lr_rate": RECIPE_MIN_LR_RATE}),
     "warmup_steps": str(20 / 300),  # a float < 1 is a share of the training steps (transformers 5)
     "num_train_epochs": "300",
-    "max_grad_norm": "5.0",
+    "max_grad_norm": "0.0",  # the reference clips after its mixed-precision step: in effect never (as DeiT)
+    "lr_schedule": "reference_cosine",
 }
 RECIPES = ("deit", "none")
 STAGES = ("do_train", "do_eval", "do_predict")
@@ -76,9 +81,9 @@ _TRAINER_ONLY = {f.name for f in fields(TrainingArguments)} - {f.name for f in f
 _MIXPRO_FIELDS = {f.name for f in fields(MixProConfig)} | {"mix_on", "mix_patch_size"}
 _DATA_FLAGS = ("dataset_name", "train_dir", "train_file")
 _LR_HELP = (
-    "AdamW's initial learning rate. Default with --recipe deit: 1e-3 x total batch / 1024 (the reference code's "
-    "5e-4 x batch / 512; total batch = per-device batch x processes x gradient accumulation); with --recipe none: "
-    "🤗's 5e-5."
+    "AdamW's initial learning rate. Default with --recipe deit: 1e-3 x total batch / 1024 (DeiT's 5e-4 x batch / "
+    "512; the reference code sets 1e-3 whatever the batch, the same at its 1,024; total batch = per-device batch "
+    "x processes x gradient accumulation); with --recipe none: 🤗's 5e-5."
 )
 _STAGE_HELP = (
     "{}. None of --do_train/--do_eval/--do_predict given: all three (test metrics when there is a test split); "
@@ -87,10 +92,12 @@ _STAGE_HELP = (
 )
 _RECIPE_HELP = (
     "Training recipe for every flag not given. deit (default from scratch): paper Table 11 + reference code: "
-    "AdamW, lr 1e-3 x total batch / 1024, weight decay 0.05, cosine_with_min_lr to 1%% of the lr, warm-up 20/300 "
-    "of training, 300 epochs, max_grad_norm 5.0, drop path 0.1, label smoothing 0.1, timm augmentation; the "
-    "defaults shown here. none (default with --model_name_or_path): 🤗's TrainingArguments defaults instead: lr "
-    "5e-5, weight decay 0.0, linear schedule, no warm-up, 3 epochs, max_grad_norm 1.0, the checkpoint's drop path."
+    "AdamW, lr 1e-3 x total batch / 1024, weight decay 0.05, --lr_schedule reference_cosine (the reference's timm "
+    "cosine per step: warm-up from lr/1000, floor lr/100), warm-up 20/300 of training, 300 epochs, no gradient "
+    "clipping (max_grad_norm 0), drop path 0.1, label smoothing 0.1, timm augmentation; with --model_preset, its "
+    "family's differences; the defaults shown here. none (default with --model_name_or_path): 🤗's "
+    "TrainingArguments defaults instead: lr 5e-5, weight decay 0.0, linear schedule, no warm-up, 3 epochs, "
+    "max_grad_norm 1.0, the checkpoint's drop path."
 )
 
 
@@ -218,16 +225,23 @@ def _context(given: dict[str, Any]) -> _Context:
 def recipe_defaults(context: _Context) -> dict[str, str]:
     """The default of every flag the recipe and the embedded job set, as command-line strings."""
     defaults = {"output_dir": "outputs/mixpro", "remove_unused_columns": "False", "recipe": context.recipe}
+    preset = MODEL_PRESETS.get(str(context.given.get("model_preset")))
     if context.recipe == "deit":
         defaults.update(RECIPE_FLAGS)
         defaults["drop_path_rate"] = str(RECIPE_DROP_PATH_RATE)
+        if preset is not None:  # the family's recipe where it differs from DeiT's (mixpro_hf.presets)
+            defaults.update(preset.recipe)
         if context.given.get("lr_scheduler_type", "cosine_with_min_lr") != "cosine_with_min_lr":
             del defaults["lr_scheduler_kwargs"]  # min_lr_rate is an argument of cosine_with_min_lr only
+        if "lr_scheduler_type" in context.given:  # the user's 🤗 scheduler, not the reference cosine
+            del defaults["lr_schedule"]
     elif context.from_scratch:
         defaults["drop_path_rate"] = "0.0"
+    if preset is not None:  # the MaskMix cell suits the preset's token grid whatever the recipe
+        defaults["mask_scale"] = preset.recipe["mask_scale"]
     if context.embedded:
         defaults.update({k: v for k, v in DIGITS_FLAGS.items() if context.recipe == "deit" or k not in _TRAINER_ONLY})
-        if context.from_scratch:
+        if context.from_scratch and preset is None:  # a preset keeps its own architecture on the digits
             defaults["config_overrides"] = DIGITS_MODEL
     return defaults
 
@@ -358,6 +372,8 @@ def recipe_summary(model_args: ModelArguments, training_args: TrainingArguments)
     scheduler = str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
     if training_args.lr_scheduler_kwargs:
         scheduler += f" {json.dumps(training_args.lr_scheduler_kwargs)}"
+    if getattr(training_args, "lr_schedule", None) == "reference_cosine":
+        scheduler = "(unused: lr_schedule reference_cosine)"
     duration = (
         f"max_steps {training_args.max_steps}"
         if training_args.max_steps > 0

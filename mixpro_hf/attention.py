@@ -47,30 +47,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modeling import unwrap_model
+from .modeling import token_geometry, unwrap_model
 
 __all__ = [
     "ClsAttentionCapture",
     "TokenLayout",
     "capture_cls_attention",
+    "cls_attention_problem",
     "cls_token_layout",
     "find_last_attention",
     "remove_persistent_hooks",
     "supports_cls_attention",
 ]
 
-# Names of (query, key) projection pairs, in order of preference.
-_QK_NAMES: tuple[tuple[str, str], ...] = (("q_proj", "k_proj"), ("query", "key"))
+# Names of separate (query, key) projection pairs, in order of preference: 🤗 (``q_proj``/``k_proj``,
+# ``query``/``key``: ViT, DeiT, BEiT, PVT, CA-Swin) and timm's class attention (``q``/``k``: CaiT, XCiT).
+_QK_NAMES: tuple[tuple[str, str], ...] = (("q_proj", "k_proj"), ("query", "key"), ("q", "k"))
 # Forward arguments of an attention module that carry an additive score bias / mask (eq. 2, ``B``).
-_BIAS_ARG_NAMES: tuple[str, ...] = ("attention_mask", "relative_position_bias", "attn_bias", "position_bias")
+_BIAS_ARG_NAMES: tuple[str, ...] = (
+    "attention_mask",
+    "attn_mask",
+    "relative_position_bias",
+    "attn_bias",
+    "position_bias",
+)
 # Parameter names that mark a class token.
 _CLS_PARAM_NAMES: tuple[str, ...] = ("cls_token", "class_token")
 
 _NO_CLS_MESSAGE = (
-    "Model type {model_type!r} has no class token. Attention-based labels (PAL, TransMix) need the "
-    "class-token attention of the last transformer block, so they only work with ViT-style backbones "
-    "(ViT, DeiT, BEiT, Data2Vec-Vision, Dinov2, ViTMSN, ...). Area-only label mixing (mixup, cutmix, "
-    "maskmix) works for any image classifier."
+    "model type {model_type!r} has no class token. Attention-based labels (PAL, TransMix) need the "
+    "class-token attention of the last transformer block, so they only work with backbones that have one "
+    "(🤗 ViT, DeiT, BEiT, Data2Vec-Vision, Dinov2, PVT; timm ViT, DeiT, CaiT, XCiT through "
+    "TimmWrapperForImageClassification; CA-Swin). Area-only label mixing (mixup, cutmix, maskmix) works for any "
+    "image classifier."
 )
 
 
@@ -82,21 +91,17 @@ def _model_type(model: nn.Module) -> str:
     return str(getattr(config, "model_type", None) or type(model).__name__)
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, (list, tuple)):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
-
-
 @dataclass(frozen=True)
 class TokenLayout:
-    """Token layout of a ViT-style classifier.
+    """Token layout of a classifier with a class token, at the last attention block.
 
     Attributes:
-        model_type: ``config.model_type`` (e.g. ``"vit"``, ``"deit"``, ``"dinov2_with_registers"``).
-        num_prefix_tokens: tokens placed before the patch tokens: 1 (class) for ViT / BEiT / Dinov2,
-            2 (class + distillation) for DeiT, ``1 + num_register_tokens`` for Dinov2 with registers.
-        patch_size: ``(height, width)`` of one patch, in pixels.
+        model_type: ``config.model_type`` (e.g. ``"vit"``, ``"deit"``, ``"pvt"``, ``"timm_wrapper"``).
+        num_prefix_tokens: tokens placed before the patch tokens among the last attention's keys: 1 (class) for
+            ViT / BEiT / Dinov2 / PVT / CaiT / XCiT / CA-Swin, 2 (class + distillation) for DeiT,
+            ``1 + num_register_tokens`` for Dinov2 with registers (timm: the model's ``num_prefix_tokens``).
+        patch_size: ``(height, width)`` in pixels of one token of the grid the class token attends to
+            (:func:`~mixpro_hf.modeling.token_geometry`: PVT's last stage, CA-Swin's last stage, ...).
         image_size: ``(height, width)`` of the configured input resolution, in pixels.
     """
 
@@ -118,7 +123,7 @@ class TokenLayout:
 
 
 def _find_cls_owner(model: nn.Module) -> nn.Module | None:
-    """The module that owns the class-token parameter (the embeddings), or None."""
+    """The module that owns the class-token parameter (the embeddings, or the timm model), or None."""
     for module in model.modules():
         for name in _CLS_PARAM_NAMES:
             if isinstance(getattr(module, name, None), torch.Tensor):
@@ -126,29 +131,61 @@ def _find_cls_owner(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def _qk_pair(module: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
+def _num_prefix_tokens(model: nn.Module) -> int:
+    """Tokens before the patch tokens among the last attention's keys (see :class:`TokenLayout`).
+
+    Raises:
+        ValueError: if the model has no class token (Swin, ConvNeXt, ResNet, ...).
+    """
+    owner = _find_cls_owner(model)
+    if owner is None:
+        raise ValueError(_NO_CLS_MESSAGE.format(model_type=_model_type(model)))
+    timm_count = getattr(owner, "num_prefix_tokens", None)
+    if isinstance(timm_count, int) and not isinstance(timm_count, bool):
+        return timm_count
+    num_prefix = 1
+    if isinstance(getattr(owner, "distillation_token", None), torch.Tensor):
+        num_prefix += 1
+    registers = getattr(owner, "register_tokens", None)
+    if isinstance(registers, torch.Tensor):
+        num_prefix += int(registers.shape[1])
+    return num_prefix
+
+
+def _qk_pair(module: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The modules whose outputs are the queries and keys of ``module``, if it is an attention we can read.
+
+    Separate projections (``nn.Linear`` pairs of :data:`_QK_NAMES`), or timm's fused attention: one ``qkv``
+    ``nn.Linear`` followed by the ``q_norm`` / ``k_norm`` modules (``nn.Identity`` unless qk-norm is on) whose
+    outputs are the per-head queries and keys.
+    """
     for q_name, k_name in _QK_NAMES:
         q, k = getattr(module, q_name, None), getattr(module, k_name, None)
         if isinstance(q, nn.Linear) and isinstance(k, nn.Linear):
             return q, k
+    qkv, q_norm, k_norm = (getattr(module, name, None) for name in ("qkv", "q_norm", "k_norm"))
+    if isinstance(qkv, nn.Linear) and isinstance(q_norm, nn.Module) and isinstance(k_norm, nn.Module):
+        return q_norm, k_norm
     return None
 
 
 @dataclass(frozen=True)
 class _AttentionSpec:
     module: nn.Module
-    q_proj: nn.Linear
-    k_proj: nn.Linear
+    q_proj: nn.Module
+    k_proj: nn.Module
     num_heads: int
     head_dim: int
     scale: float
+    heads_split: bool  # q_proj / k_proj already return (B, h, N, d) (timm's fused qkv), else (B, N, h*d)
     bias_args: tuple[tuple[str, int | None], ...]  # (name, positional index incl. hidden_states)
     inner_bias: nn.Module | None  # a relative-position-bias child the module applies itself
 
 
 def find_last_attention(model: nn.Module) -> nn.Module | None:
-    """The last module (in registration order) with ViT-style ``q_proj``/``k_proj`` or ``query``/``key``
-    ``nn.Linear`` children, i.e. the self-attention of the last transformer block; None if there is none."""
+    """The last module (in registration order) whose queries and keys can be read: 🤗 ``q_proj``/``k_proj`` or
+    ``query``/``key``, timm's class attention ``q``/``k`` (CaiT, XCiT) or timm's fused ``qkv`` attention (ViT,
+    DeiT), i.e. the attention of the last (class-attention) block; None if there is none."""
     last = None
     for module in unwrap_model(model).modules():
         if _qk_pair(module) is not None:
@@ -161,29 +198,42 @@ def _attention_spec(model: nn.Module) -> _AttentionSpec:
     model_type = _model_type(model)
     if module is None:
         raise ValueError(
-            f"Model type {model_type!r}: no ViT-style self-attention (query/key or q_proj/k_proj linear "
-            "projections) found, so the class-token attention cannot be captured. Attention-based labels "
-            "(PAL, TransMix) are unavailable; area-only label mixing (mixup, cutmix, maskmix) still works."
+            f"model type {model_type!r}: no readable query/key projections in its attention (looked for "
+            "q_proj/k_proj, query/key, q/k linear layers or timm's fused qkv), so the class-token attention "
+            "cannot be captured"
         )
     q_proj, k_proj = _qk_pair(module)  # type: ignore[misc]
+    heads_split = not isinstance(q_proj, nn.Linear)
     config = getattr(model, "config", None)
     num_heads = getattr(module, "num_attention_heads", None) or getattr(module, "num_heads", None)
     num_heads = int(num_heads or getattr(config, "num_attention_heads", 0) or 1)
     head_dim = getattr(module, "head_dim", None) or getattr(module, "attention_head_size", None)
-    head_dim = int(head_dim or q_proj.out_features // num_heads)
-    if q_proj.out_features != num_heads * head_dim or k_proj.out_features != num_heads * head_dim:
-        raise ValueError(
-            f"Model type {model_type!r}: query/key projections ({q_proj.out_features}, "
-            f"{k_proj.out_features}) do not match {num_heads} heads x {head_dim} dims (grouped or "
-            "multi-query attention is not supported)."
-        )
+    if heads_split:
+        if not isinstance(head_dim, int):
+            raise ValueError(f"model type {model_type!r}: the fused qkv attention states no head_dim")
+    else:
+        head_dim = int(head_dim or q_proj.out_features // num_heads)
+        if q_proj.out_features != num_heads * head_dim or k_proj.out_features != num_heads * head_dim:
+            raise ValueError(
+                f"model type {model_type!r}: query/key projections ({q_proj.out_features}, "
+                f"{k_proj.out_features}) do not match {num_heads} heads x {head_dim} dims (grouped or "
+                "multi-query attention is not supported)"
+            )
     scale = getattr(module, "scaling", None)
-    scale = float(scale) if isinstance(scale, (int, float)) else head_dim**-0.5
+    if not isinstance(scale, (int, float)):
+        scale = getattr(module, "scale", None)
+    scale = float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else head_dim**-0.5
+    reduction = getattr(module, "sequences_reduction_ratio", 1)  # PVT: keys from a spatially reduced sequence
+    if isinstance(reduction, int) and reduction > 1:
+        raise ValueError(
+            f"model type {model_type!r}: the last attention reduces its keys spatially (sequence reduction "
+            f"ratio {reduction}), so its class token does not attend to each token; the last stage needs ratio 1"
+        )
 
     params = list(inspect.signature(module.forward).parameters.values())
     if any(p.name in ("position_embeddings", "rotary_pos_emb", "rope") for p in params):
         raise ValueError(
-            f"Model type {model_type!r}: the last attention applies rotary position embeddings to the "
+            f"model type {model_type!r}: the last attention applies rotary position embeddings to the "
             "queries/keys, which the class-token attention capture does not support."
         )
     bias_args: list[tuple[str, int | None]] = []
@@ -193,42 +243,42 @@ def _attention_spec(model: nn.Module) -> _AttentionSpec:
             bias_args.append((param.name, index if positional else None))
     inner = getattr(module, "relative_position_bias", None)
     inner_bias = inner if isinstance(inner, nn.Module) else None
-    return _AttentionSpec(module, q_proj, k_proj, num_heads, head_dim, scale, tuple(bias_args), inner_bias)
+    return _AttentionSpec(module, q_proj, k_proj, num_heads, head_dim, scale, heads_split, tuple(bias_args), inner_bias)
 
 
 def cls_token_layout(model: nn.Module) -> TokenLayout:
-    """Token layout (prefix tokens, patch and image size) of a ViT-style classifier.
+    """Token layout (prefix tokens, token and image size) of a classifier with a class token.
 
     Raises:
-        ValueError: if the model has no class token (Swin, ConvNeXt, ResNet, ...).
+        ValueError: if the model has no class token (Swin, ConvNeXt, ResNet, ...), or its token or image size
+            cannot be read.
     """
     model = unwrap_model(model)
     model_type = _model_type(model)
-    owner = _find_cls_owner(model)
-    if owner is None:
-        raise ValueError(_NO_CLS_MESSAGE.format(model_type=model_type))
-    num_prefix = 1
-    if isinstance(getattr(owner, "distillation_token", None), torch.Tensor):
-        num_prefix += 1
-    registers = getattr(owner, "register_tokens", None)
-    if isinstance(registers, torch.Tensor):
-        num_prefix += int(registers.shape[1])
-    config = getattr(model, "config", None)
-    patch_size = getattr(config, "patch_size", None) or getattr(owner, "patch_size", None)
-    image_size = getattr(config, "image_size", None) or getattr(owner, "image_size", None)
-    if patch_size is None or image_size is None:
-        raise ValueError(f"Model type {model_type!r}: cannot determine patch_size / image_size.")
-    return TokenLayout(model_type, num_prefix, _pair(patch_size), _pair(image_size))
+    num_prefix = _num_prefix_tokens(model)
+    geometry = token_geometry(model)
+    if geometry.image_size is None:
+        raise ValueError(f"model type {model_type!r}: no image size in its config")
+    return TokenLayout(model_type, num_prefix, _pair(geometry.token_size), _pair(geometry.image_size))
+
+
+def _pair(value: int) -> tuple[int, int]:
+    return int(value), int(value)
+
+
+def cls_attention_problem(model: nn.Module) -> str | None:
+    """Why :func:`capture_cls_attention` cannot read ``model``'s class-token attention (one line), or None."""
+    try:
+        _num_prefix_tokens(unwrap_model(model))
+        _attention_spec(unwrap_model(model))
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def supports_cls_attention(model: nn.Module) -> bool:
-    """Whether :func:`capture_cls_attention` works for ``model`` (class token + ViT-style last attention)."""
-    try:
-        cls_token_layout(model)
-        _attention_spec(unwrap_model(model))
-    except ValueError:
-        return False
-    return True
+    """Whether :func:`capture_cls_attention` works for ``model`` (a class token and a readable last attention)."""
+    return cls_attention_problem(model) is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,11 +354,27 @@ class _Recorder:
     # ---- hooks ------------------------------------------------------------------------------------
     def _on_q(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         if self.active and not _in_backward():
-            self._q = output[:, :1].detach()
+            self._q = self._heads(output, class_row=True)
 
     def _on_k(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         if self.active and not _in_backward():
-            self._k = output.detach()
+            self._k = self._heads(output, class_row=False)
+
+    def _heads(self, output: torch.Tensor, class_row: bool) -> torch.Tensor:
+        """Queries / keys as ``(B, h, N, d)`` (``N = 1`` for the class query), detached.
+
+        Accepted: ``(B, h, N, d)`` (timm's fused qkv, after ``q_norm`` / ``k_norm``), ``(B, N, h*d)`` (separate
+        projections) and ``(B, h*d)`` (timm's class attention projects the class token alone).
+        """
+        spec = self.spec
+        output = output.detach()
+        if spec.heads_split:
+            return output[:, :, :1] if class_row else output
+        if output.dim() == 2:
+            output = output.unsqueeze(1)
+        if class_row:
+            output = output[:, :1]
+        return output.reshape(output.shape[0], output.shape[1], spec.num_heads, spec.head_dim).transpose(1, 2)
 
     def _on_inner_bias(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         # Cloned: Data2Vec-Vision's sdpa path adds the shared bias to this tensor in place.
@@ -334,12 +400,9 @@ class _Recorder:
 
     def _cls_row(self, q: torch.Tensor, k: torch.Tensor, biases: list[torch.Tensor]) -> torch.Tensor:
         """eq. (1)-(4): softmax(q_cls K^T * scale + B) per head, patch columns, mean over heads."""
-        spec = self.spec
-        batch, num_keys = k.shape[0], k.shape[1]
+        num_keys = k.shape[2]
         with torch.no_grad(), torch.autocast(device_type=k.device.type, enabled=False):
-            q_h = q.float().reshape(batch, 1, spec.num_heads, spec.head_dim).transpose(1, 2)
-            k_h = k.float().reshape(batch, num_keys, spec.num_heads, spec.head_dim).transpose(1, 2)
-            scores = torch.matmul(q_h, k_h.transpose(-1, -2)) * spec.scale  # (B, h, 1, N)
+            scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.spec.scale  # (B, h, 1, N)
             for bias in biases:
                 scores = scores + _bias_row(bias, num_keys)
             probs = torch.softmax(scores, dim=-1)
@@ -370,15 +433,20 @@ class ClsAttentionCapture:
 
     def __init__(self, model: nn.Module) -> None:
         self.model: nn.Module = unwrap_model(model)
-        self.layout: TokenLayout = cls_token_layout(self.model)
+        num_prefix = _num_prefix_tokens(self.model)
         spec = _attention_spec(self.model)
         self.persistent: bool = _is_compiled(model, self.model)
         recorder = _attached_recorder(spec.module)
         if recorder is None or not self.persistent:
-            recorder = _Recorder(spec, self.layout.num_prefix_tokens)
+            recorder = _Recorder(spec, num_prefix)
         self._recorder: _Recorder = recorder
         self._attention: torch.Tensor | None = None
         self._attached: bool = False
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The model's :class:`TokenLayout` (:func:`cls_token_layout`)."""
+        return cls_token_layout(self.model)
 
     @property
     def captured(self) -> bool:

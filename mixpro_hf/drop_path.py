@@ -8,7 +8,8 @@ saved with drop path loads with stock ``transformers``; the masks come from torc
 reproduces a run; gradient checkpointing replays them, as it restores the RNG state).
 
 Which family gets what (``apply_drop_path`` chooses):
-    - config: families whose config has ``drop_path_rate`` (BEiT, Data2VecVision, Dinov2, Swin, ConvNeXt, …) build
+    - config: families whose config has ``drop_path_rate`` (BEiT, Data2VecVision, Dinov2, Swin, CA-Swin, PVT,
+      ConvNeXt, …) and timm models through ``TimmWrapperConfig.model_args`` (CaiT, XCiT, timm ViT) build
       their own drop path from it when the model is built (BEiT/Data2Vec rise linearly; Dinov2 uses one rate for
       every block). Setting it on a built model changes nothing, so it goes on the config before building.
     - hooks: ViT-style blocks (pre-norm, one dropout before each residual addition; found as the first ModuleList of
@@ -155,12 +156,23 @@ def apply_drop_path(config_or_model: PretrainedConfig | nn.Module, rate: float) 
     _check_rate(rate)
     if isinstance(config_or_model, PretrainedConfig):
         config = config_or_model
+        if config.model_type == "timm_wrapper":  # timm builds its own drop path from create_model's drop_path_rate
+            config.model_args = {**(config.model_args or {}), "drop_path_rate": rate}
+            return "config"
         if hasattr(config, "drop_path_rate"):
             config.drop_path_rate = rate
             return "config"
         return "hooks" if config.model_type in HOOK_MODEL_TYPES else "unsupported"
     model = config_or_model
     config = getattr(model, "config", None)
+    if config is not None and config.model_type == "timm_wrapper":
+        built = (config.model_args or {}).get("drop_path_rate", 0.0)
+        if built != rate:
+            raise ValueError(
+                f"the timm model was built with drop_path_rate={built}, not {rate}: call apply_drop_path(config, rate) "
+                "before building the model"
+            )
+        return "config"
     if config is not None and hasattr(config, "drop_path_rate"):
         if config.drop_path_rate != rate:
             raise ValueError(

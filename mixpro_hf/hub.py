@@ -1,12 +1,14 @@
 """Publishing a training output folder to the Hugging Face Hub: what goes up, checks before training, clear errors.
 
-Only an allow-list of files leaves the machine (weights, config, processor, card, figures, results); dotfiles,
+Only an allow-list of files leaves the machine (weights, config, processor, card, figures, results, the model code
+that ``config.json``'s ``auto_map`` names); dotfiles,
 anything in a dot-folder, symbolic links, ``checkpoint-*`` folders and pickled training states never do.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shlex
 from pathlib import Path
@@ -42,7 +44,20 @@ def files_to_push(output_dir: str | os.PathLike[str]) -> list[str]:
     out = Path(output_dir)
     names = [p.name for p in out.iterdir() if p.is_file() and not p.is_symlink() and not p.name.startswith(".")]
     patterns = ALLOWED if any(fnmatch.fnmatch(n, "model*.safetensors") for n in names) else ALLOWED + PYTORCH_WEIGHTS
+    patterns += _remote_code_files(out)
     return sorted(n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in patterns))
+
+
+def _remote_code_files(output_dir: Path) -> tuple[str, ...]:
+    """The model code files ``config.json``'s ``auto_map`` names (e.g. ``ca_swin.py`` of CA-Swin), without which
+    the repository does not load with ``trust_remote_code=True``."""
+    try:
+        auto_map = json.loads((output_dir / "config.json").read_text()).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return ()
+    references = [ref for value in auto_map.values() for ref in (value if isinstance(value, list) else [value])]
+    modules = {ref.split("--")[-1].rsplit(".", 1)[0] for ref in references if isinstance(ref, str) and "." in ref}
+    return tuple(sorted(f"{module}.py" for module in modules if module.isidentifier()))
 
 
 def _offline() -> bool:

@@ -213,6 +213,16 @@ def generate_model_card(
     alpha_rows = [[f"{alpha[i][k]:.4g}" if _is_number(alpha[i].get(k)) else "–" for k in keys] for i in picks]
     shown = [(label, k) for label, k in RECIPE if k != "max_steps" or _is_number(args.get(k)) and args[k] > 0]
     recipe_rows = [(label, _fmt(args.get(k))) for label, k in shown]
+    if args.get("lr_schedule") == "reference_cosine":  # what ran: the reference cosine, not --lr_scheduler_type
+        recipe_rows = [
+            (
+                label,
+                "`reference_cosine` (timm CosineLRScheduler per step, as the reference code)"
+                if k == "lr_scheduler_type"
+                else value,
+            )
+            for (label, value), (_, k) in zip(recipe_rows, shown, strict=True)
+        ]
     recipe_rows.insert(-1, ("Warm-up", _warmup(args)))
     recipe_rows.insert(0, ("Recipe (`--recipe`)", _fmt(model_args.get("recipe"))))
     resumed = _segments(record.get("segments") or [])

@@ -10,9 +10,11 @@ Papers:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import nn
 from transformers import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
@@ -23,16 +25,27 @@ from transformers import (
     ViTImageProcessor,
 )
 
+from .ca_swin import CaSwinConfig, CaSwinForImageClassification
 from .drop_path import apply_drop_path
+from .presets import MODEL_PRESETS, preset_config
 
 logger = logging.getLogger(__name__)
 
+# CA-Swin is a 🤗 model: AutoConfig / AutoModelForImageClassification know it, and save_pretrained copies its code
+# (mixpro_hf/ca_swin.py) next to the weights with an auto_map, for stock transformers with trust_remote_code=True.
+AutoConfig.register(CaSwinConfig.model_type, CaSwinConfig, exist_ok=True)
+AutoModelForImageClassification.register(CaSwinConfig, CaSwinForImageClassification, exist_ok=True)
+CaSwinConfig.register_for_auto_class()
+CaSwinForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
 ModelType = Literal["vit", "deit", "beit", "dinov2"]
+ModelPresetName = Literal[tuple(MODEL_PRESETS)]  # type: ignore[valid-type]
 # DeiT sizes of the paper (hidden, layers, heads); MLP ratio 4.
 MODEL_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
 # The reference code's DeiT geometry: 224x224 images, patch 14 (a 16x16 grid), so that 56-pixel MaskMix cells
-# (mask_scale 4; 112-pixel cells, mask_scale 8, for DeiT-B) tile the grid with no cropped cell.
-PAPER_GEOMETRY = {"image_size": 224, "patch_size": 14}
+# (mask_scale 4, for DeiT-T, -S and -B alike: the DeiT-B config file is named mask112 but sets 56) tile the grid with
+# no cropped cell. LayerNorm eps 1e-6 as timm's ViT/DeiT (🤗's default is 1e-12).
+PAPER_GEOMETRY = {"image_size": 224, "patch_size": 14, "layer_norm_eps": 1e-6}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RECIPE_DROP_PATH_RATE = 0.1
 # Parameters DeiT/timm never decay (``no_weight_decay``), besides every bias and norm (ndim <= 1).
@@ -67,6 +80,15 @@ class ModelArguments:
         metadata={
             "help": "Paper preset when training from scratch: DeiT-Ti/S/B widths with the reference code's geometry "
             "(224x224, patch 14: 56-pixel MaskMix cells at mask_scale 4). --config_overrides still win."
+        },
+    )
+    model_preset: ModelPresetName | None = field(  # type: ignore[valid-type]
+        default=None,
+        metadata={
+            "help": "A model of MixPro's Table 1 from scratch, with its family's recipe for every flag not given "
+            "(README, 'Presets'): deit-t/s/b, pvt-t/s/m/l, cait-xxs36 (Table 1's CaiT-XXS), xcit-t24 (Table 1's "
+            "XCiT-T), xcit-s12/m24/l24, ca-swin-t/s; also cait-xxs24 and xcit-t12. --config_overrides still win "
+            "(timm presets: keys of timm.create_model, e.g. img_size=32)."
         },
     )
     config_overrides: str | None = field(
@@ -147,23 +169,93 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class TokenGeometry:
+    """Where the class token looks: the pixel side of one token of the grid it attends to, and the image side.
+
+    Attributes:
+        token_size: pixels a side of one token of that grid: the ViT/DeiT patch, PVT's last-stage stride (the
+            product of ``config.patch_sizes``), timm's ``patch_embed.patch_size``, CA-Swin's last-stage token
+            (``patch_size x 2^(stages - 1)``).
+        image_size: the configured square input side in pixels (``None`` when the model states none).
+        source: where ``token_size`` was read, for messages.
+    """
+
+    token_size: int
+    image_size: int | None
+    source: str
+
+    @property
+    def grid_size(self) -> int | None:
+        """Tokens a side at the configured resolution (``None`` without an image size)."""
+        return None if self.image_size is None else self.image_size // self.token_size
+
+
+def token_geometry(model: nn.Module) -> TokenGeometry:
+    """The token grid the class token of ``model`` attends to, read from the model itself.
+
+    * 🤗 ViT, DeiT, BEiT, Dinov2, ... and models without a class token (Swin, ConvNeXt): ``config.patch_size``;
+    * 🤗 PVT (class token in the last stage): the product of ``config.patch_sizes`` (4 x 2 x 2 x 2 = 32);
+    * timm models through ``TimmWrapperForImageClassification`` (ViT, DeiT, CaiT, XCiT): ``patch_embed.patch_size``
+      and ``patch_embed.img_size``;
+    * CA-Swin (:mod:`mixpro_hf.ca_swin`): the last stage's token, ``patch_size x 2^(len(depths) - 1)``.
+
+    Raises:
+        ValueError: when no token size can be read (e.g. a CNN), naming ``--mix_patch_size``.
+    """
+    inner = unwrap_model(model)
+    config = getattr(inner, "config", None)
+    model_type = str(getattr(config, "model_type", None) or type(inner).__name__)
+    image = _square(getattr(config, "image_size", None), "image size", model_type)
+    timm_model = getattr(inner, "timm_model", None)
+    if model_type == "timm_wrapper" and isinstance(timm_model, nn.Module):
+        embed = getattr(timm_model, "patch_embed", None)
+        token = _square(getattr(embed, "patch_size", None), "patch size", model_type)
+        image = _square(getattr(embed, "img_size", None), "image size", model_type)
+        if image is None:
+            input_size = (getattr(timm_model, "pretrained_cfg", None) or {}).get("input_size")
+            image = _square(list(input_size[-2:]), "image size", model_type) if input_size else None
+        source = f"timm {type(timm_model).__name__}.patch_embed.patch_size"
+    elif model_type == "pvt" and getattr(config, "patch_sizes", None):
+        # 🤗 PVT's patch embeddings are Conv2d(kernel_size=strides[i], stride=patch_sizes[i]): the token stride
+        token, source = math.prod(int(s) for s in config.patch_sizes), "PVT: product of config.patch_sizes"
+    elif model_type == "ca_swin":
+        token = int(config.patch_size) * 2 ** (len(config.depths) - 1)
+        source = "CA-Swin: config.patch_size x 2^(stages - 1)"
+    else:
+        token, source = _square(getattr(config, "patch_size", None), "patch size", model_type), "config.patch_size"
+    if token is None:  # a model outside 🤗 / timm: the patch and image size its class-token embeddings state
+        for module in inner.modules():
+            if isinstance(getattr(module, "cls_token", None), torch.Tensor) and hasattr(module, "patch_size"):
+                token = _square(module.patch_size, "patch size", model_type)
+                image = image or _square(getattr(module, "image_size", None), "image size", model_type)
+                source = f"{type(module).__name__}.patch_size"
+                break
+    if token is None:
+        raise ValueError(
+            f"model type {model_type!r}: the pixel size of one token is unknown (no config.patch_size, PVT patch_sizes "
+            "or timm patch_embed.patch_size): set mix_patch_size (--mix_patch_size) to the grid cell, in pixels, "
+            "on which images are mixed"
+        )
+    return TokenGeometry(token, image, source)
+
+
 def model_geometry(model: nn.Module, mix_patch_size: int | None = None) -> tuple[int, int | None]:
-    """``(patch_size, image_size)`` in pixels: the mixing grid cell (``mix_patch_size``, else the model
-    config's square ``patch_size``) and the config's square ``image_size`` (``None`` when it has none)."""
-    config = getattr(unwrap_model(model), "config", None)
-    model_type = getattr(config, "model_type", type(model).__name__)
+    """``(patch_size, image_size)`` in pixels: the mixing grid cell (``mix_patch_size``, else the side of one token
+    of the grid the class token attends to, :func:`token_geometry`) and the model's square image size (``None``
+    when it states none)."""
     if mix_patch_size is not None:
         if isinstance(mix_patch_size, bool) or not isinstance(mix_patch_size, int) or mix_patch_size < 1:
             raise ValueError(f"mix_patch_size must be a positive integer, got {mix_patch_size!r}")
-        patch = mix_patch_size
-    else:
-        patch = _square(getattr(config, "patch_size", None), "patch size", model_type)
-        if patch is None:
-            raise ValueError(
-                f"model type {model_type!r} has no integer config.patch_size: set mix_patch_size (--mix_patch_size) "
-                "to the grid cell, in pixels, on which images are mixed"
-            )
-    return patch, _square(getattr(config, "image_size", None), "image size", model_type)
+        try:
+            image = token_geometry(model).image_size
+        except ValueError:
+            config = getattr(unwrap_model(model), "config", None)
+            model_type = str(getattr(config, "model_type", None) or type(model).__name__)
+            image = _square(getattr(config, "image_size", None), "image size", model_type)
+        return mix_patch_size, image
+    geometry = token_geometry(model)
+    return geometry.token_size, geometry.image_size
 
 
 def _square(value: Any, what: str, model_type: str) -> int | None:
@@ -172,6 +264,26 @@ def _square(value: Any, what: str, model_type: str) -> int | None:
             raise ValueError(f"model type {model_type!r}: non-square {what} {tuple(value)} is not supported")
         value = value[0]
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _apply_overrides(config: Any, overrides: str) -> None:
+    """``--config_overrides "k=v,..."`` on a 🤗 config; for a timm model (``TimmWrapperConfig``) the keys go to
+    ``model_args`` (``timm.create_model``'s keyword arguments), typed as Python literals."""
+    if getattr(config, "model_type", None) != "timm_wrapper":
+        config.update_from_string(overrides)
+        return
+    import ast
+
+    values: dict[str, Any] = {}
+    for item in overrides.split(","):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config_overrides: {item!r} is not key=value")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    config.model_args = {**(config.model_args or {}), **values}
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -207,6 +319,8 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
     label2id = {name: i for i, name in id2label.items()}
     labels = dict(num_labels=len(names), id2label=id2label, label2id=label2id)
     source = model_args.model_name_or_path
+    if source and model_args.model_preset:
+        raise ValueError("--model_preset builds a model from scratch: drop --model_name_or_path (or the preset)")
     rate = model_args.drop_path_rate
     hub = model_args.pretrained_kwargs()
     if source:
@@ -235,7 +349,11 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
             ) from err
     else:
         rate = RECIPE_DROP_PATH_RATE if rate is None else rate
-        if model_args.config_name:
+        if model_args.model_preset:
+            config = preset_config(model_args.model_preset)
+            if model_args.config_name or model_args.model_size:
+                raise ValueError("--model_preset names the whole model: drop --config_name and --model_size")
+        elif model_args.config_name:
             try:
                 config = AutoConfig.from_pretrained(model_args.config_name, **hub)
             except OSError as err:
@@ -256,20 +374,37 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTraine
         if hasattr(config, "use_mean_pooling"):
             config.use_mean_pooling = False
         if model_args.config_overrides:
-            config.update_from_string(model_args.config_overrides)
+            _apply_overrides(config, model_args.config_overrides)
         config.update(labels)
         classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
         if isinstance(classes, (list, tuple)):  # e.g. DeiT: train the plain classifier, not the one with a teacher
             config.architectures = [classes[0].__name__]
         apply_drop_path(config, rate)
+        attn = model_args.attn_implementation
+        model_class = classes[0] if isinstance(classes, (list, tuple)) else classes
+        if attn == "sdpa" and not getattr(model_class, "_supports_sdpa", False):
+            attn = None  # e.g. 🤗 PVT: its own attention only
         model = AutoModelForImageClassification.from_config(
-            config, attn_implementation=model_args.attn_implementation, trust_remote_code=model_args.trust_remote_code
+            config, attn_implementation=attn, trust_remote_code=model_args.trust_remote_code
         )
+        if model_args.model_preset:
+            preset = MODEL_PRESETS[model_args.model_preset]
+            count = sum(p.numel() for p in model.parameters()) / 1e6
+            paper = "MixPro Table 1" if preset.in_table else f"{preset.family} paper (not in Table 1)"
+            logger.info(
+                "--model_preset %s: %.2f M parameters with %d classes (%s: %.1f M with 1,000 classes)",
+                preset.name,
+                count,
+                len(names),
+                paper,
+                preset.paper_params,
+            )
+        image_size = token_geometry(model).image_size or 224
         if model_args.image_processor_name:
             processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name, **hub)
         else:
             processor = ViTImageProcessor(
-                size={"height": config.image_size, "width": config.image_size},
+                size={"height": image_size, "width": image_size},
                 image_mean=list(IMAGENET_MEAN),
                 image_std=list(IMAGENET_STD),
             )

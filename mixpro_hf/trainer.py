@@ -38,6 +38,7 @@ from .modeling import decay_parameter_names, model_geometry, unwrap_model
 from .preflight import check_pickles
 from .recipe import batch_generator, mix_batch, mixing_warnings
 from .run_record import apply_changes, check_checkpoint_settings, save_checkpoint_settings
+from .schedule import create_lr_scheduler
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
 
@@ -178,6 +179,16 @@ class MixProTrainer(Trainer):
                 except (RuntimeError, ValueError, TypeError) as err:  # a model a zero image cannot run: 🤗's default
                     logger.info(f"unused parameters not determined ({err}); DDP searches for them every step")
         return super()._build_accelerator_args(**kwargs)
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """🤗's scheduler, or the reference code's cosine with ``lr_schedule="reference_cosine"``
+        (:mod:`mixpro_hf.schedule`)."""
+        if self.lr_scheduler is None and self.args.lr_schedule == "reference_cosine":
+            self.lr_scheduler = create_lr_scheduler(self.args, optimizer or self.optimizer, num_training_steps)
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # ------------------------------------------------------------------ mixing
 
@@ -322,10 +333,7 @@ class MixProTrainer(Trainer):
         if isinstance(checkpoint, str) and os.path.isdir(checkpoint):
             check_pickles(checkpoint)
             self._resume_changes = check_checkpoint_settings(checkpoint, self.args)
-        grid = None
-        _, image_size = model_geometry(self.model, self.args.mix_patch_size)
-        if image_size is not None:
-            grid = (image_size // self.patch_size,) * 2
+        grid = None if self._image_size is None else (self._image_size // self.patch_size,) * 2
         for message in mixing_warnings(self.mix_config, grid, self.args.per_device_train_batch_size):
             logger.log(self.mixing_notice_level, message)
         stop = StopOnSignal()

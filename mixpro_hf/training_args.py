@@ -33,7 +33,19 @@ class MixProTrainingArguments(MixProConfig, TrainingArguments):
     )
     mix_patch_size: int | None = field(
         default=None,
-        metadata={"help": "Mixing grid cell in pixels; default the model's config.patch_size (needed for CNNs)."},
+        metadata={
+            "help": "Mixing grid cell in pixels; default the pixel side of one token of the grid the class token "
+            "attends to (ViT/DeiT patch, PVT and CA-Swin last stage, timm patch_embed); needed for CNNs."
+        },
+    )
+    lr_schedule: Literal["lr_scheduler_type", "reference_cosine"] = field(
+        default="lr_scheduler_type",
+        metadata={
+            "help": "Learning-rate schedule: 🤗's, from --lr_scheduler_type, or reference_cosine: the reference "
+            "code's timm CosineLRScheduler per step (cosine over all steps including warm-up, warm-up linear from "
+            "lr/1000, floor lr/100; mixpro_hf.schedule), which replaces --lr_scheduler_type. Default with --recipe "
+            "deit: reference_cosine unless --lr_scheduler_type is given."
+        },
     )
     overwrite_output_dir: bool = field(
         default=False,

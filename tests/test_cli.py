@@ -83,7 +83,8 @@ def test_help_starts_with_a_description_and_shows_the_recipe_defaults(capsys):
         "lr_scheduler_type": "cosine_with_min_lr",
         "lr_scheduler_kwargs": json.dumps({"min_lr_rate": RECIPE_MIN_LR_RATE}),
         "warmup_steps": str(20 / 300),
-        "max_grad_norm": "5.0",
+        "max_grad_norm": "0.0",
+        "lr_schedule": "reference_cosine",
         "num_train_epochs": "300.0",
         "drop_path_rate": "0.1",
         "label_smoothing_factor": "0.1",
@@ -116,7 +117,8 @@ def test_from_scratch_gets_the_deit_recipe():
     )
     assert model_args.recipe == "deit"
     assert args.learning_rate == pytest.approx(1e-3 * 256 / 1024)
-    assert (args.weight_decay, args.max_grad_norm, args.num_train_epochs) == (0.05, 5.0, 300)
+    assert (args.weight_decay, args.max_grad_norm, args.num_train_epochs) == (0.05, 0.0, 300), "no clipping"
+    assert args.lr_schedule == "reference_cosine"
     assert args.lr_scheduler_type == "cosine_with_min_lr"
     assert args.lr_scheduler_kwargs == {"min_lr_rate": RECIPE_MIN_LR_RATE}
     assert args.warmup_steps == pytest.approx(20 / 300) and args.get_warmup_steps(3000) == 200, "a ratio"
@@ -144,7 +146,7 @@ def test_recipe_can_be_named_either_way_and_explicit_flags_win():
     assert (args.learning_rate, args.lr_scheduler_type, args.max_grad_norm) == (5e-5, "linear", 1.0)
     assert model_args.drop_path_rate == 0.0, "recipe none from scratch: no stochastic depth"
     model_args, _, args = parse_args(["--model_name_or_path", "m", *DATA, "--recipe", "deit"])
-    assert (args.weight_decay, args.max_grad_norm, model_args.drop_path_rate) == (0.05, 5.0, 0.1)
+    assert (args.weight_decay, args.max_grad_norm, model_args.drop_path_rate) == (0.05, 0.0, 0.1)
     _, _, args = parse_args([*DATA, "--learning-rate", "0.01", "--weight_decay", "0.1", "--max_grad_norm", "2"])
     assert (args.learning_rate, args.weight_decay, args.max_grad_norm) == (0.01, 0.1, 2.0)
     _, _, args = parse_args([*DATA, "--lr_scheduler_type", "linear"])
@@ -168,7 +170,7 @@ def test_args_json_is_hfs_json_form_with_the_recipe_filling_the_rest(tmp_path):
     path.write_text(json.dumps({"train_file": "x.parquet", "weight_decay": 0.1, "per_device_train_batch_size": 256}))
     model_args, data_args, args = parse_args([str(path)])
     assert data_args.train_file == "x.parquet" and model_args.recipe == "deit"
-    assert args.weight_decay == 0.1 and args.learning_rate == pytest.approx(0.25e-3) and args.max_grad_norm == 5.0
+    assert args.weight_decay == 0.1 and args.learning_rate == pytest.approx(0.25e-3) and args.max_grad_norm == 0.0
     path.write_text(json.dumps({"model_name_or_path": "m", "train_file": "x.parquet", "do_eval": True}))
     model_args, _, args = parse_args([str(path)])
     assert model_args.recipe == "none" and args.learning_rate == 5e-5
@@ -305,7 +307,7 @@ def test_the_default_shaped_job_prints_no_needless_warning_and_nothing_twice(tmp
     recipe_lines = [line for line in output.splitlines() if "mixpro_hf.train - recipe deit" in line]
     assert len(recipe_lines) == 1, output[-3000:]
     lr = float(DIGITS_FLAGS["learning_rate"])
-    assert f"learning_rate {lr:.3g}" in recipe_lines[0] and "max_grad_norm 5" in recipe_lines[0]
+    assert f"learning_rate {lr:.3g}" in recipe_lines[0] and "max_grad_norm 0" in recipe_lines[0]
     logged = [line for line in proc.stdout.splitlines() if " - mixpro_hf" in line]
     assert len(logged) == len(set(logged))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
