@@ -162,12 +162,18 @@ class EvaluationData:
     """One split to evaluate on: rows with an image (and a label), the class names."""
 
     name: str
-    split: str
+    split: str  # the split read; "all" in the records when the data set has no other (an image folder)
     rows: Any  # datasets.Dataset or IterableDataset
     image_column: str
     label_column: str | None
     label_names: list[str] | None
     num_rows: int | None
+    only_split: bool = False
+
+    @property
+    def split_label(self) -> str:
+        """The split as results name it: ``all`` for a data set of one split (an image folder's ``train``)."""
+        return "all" if self.only_split else self.split
 
 
 def _data_arguments(source: str, config_name: str | None) -> Any:
@@ -243,7 +249,7 @@ def load_evaluation_data(
         num_rows = len(rows)
         if num_rows == 0:
             raise ValueError(f"split {split!r} of data set {source!r} has no rows")
-    return EvaluationData(source, split, rows, image_column, label_column, names, num_rows)
+    return EvaluationData(source, split, rows, image_column, label_column, names, num_rows, len(splits) == 1)
 
 
 def _collate(
@@ -409,7 +415,7 @@ def evaluate_model(
     record: dict[str, Any] = {
         "model": name,
         "dataset": data.name,
-        "split": data.split,
+        "split": data.split_label,
         "num_examples": int(len(labels_all)),
         "class_subset": None if subset is None else {"num_classes": len(subset), "model_ids": subset},
         "metrics": robustness_metrics(logits_all, labels_all),
@@ -420,7 +426,7 @@ def evaluate_model(
         out_logits = _ood_logits(model, processor, ood, args, accelerator, columns, name)
         record["ood"] = {
             "dataset": ood.name,
-            "split": ood.split,
+            "split": ood.split_label,
             "num_examples": int(len(out_logits)),
             **ood_metrics(logits_all, out_logits),
         }

@@ -269,3 +269,32 @@ def test_flag_errors_exit_2_through_the_module(setup, tmp_path):
     )
     assert result.returncode == 2
     assert "mixpro-evaluate: error:" in result.stderr and "--occlusion_ratios must be shares in [0, 1)" in result.stderr
+
+
+def test_make_tables_puts_the_generated_table_into_the_readme_section(tmp_path):
+    from benchmarks import make_tables
+
+    results = tmp_path / "results"
+    results.mkdir()
+    payload = {
+        "benchmark": make_tables.EVALUATE_BENCHMARK,
+        "environment": {"device": "cpu", "commit": "abc1234", "torch": "2"},
+        "settings": {"train_command": "mixpro-train --mix_method M", "num_train_epochs": 30,
+                     "evaluate_command": "mixpro-evaluate none mixpro --dataset digits-test"},
+        "table": "caption\n\n| model | top-1 |\n|---|---|\n| `none` | 90.00 |\n",
+        "plot": "evaluate_digits/occlusion.png",
+    }  # fmt: skip
+    (results / "evaluate_digits.json").write_text(json.dumps(payload))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"{make_tables.START}\n{make_tables.END}\n\n## Robustness\n\n"
+        f"{make_tables.EVALUATE_START}\nold\n{make_tables.EVALUATE_END}\n"
+    )
+    args = ["--results-dir", str(results), "--readme", str(readme), "--card", str(tmp_path / "card.md")]
+    assert make_tables.main([*args, "--check"]) == 1
+    assert make_tables.main(args) == 0
+    section = readme.read_text().split(make_tables.EVALUATE_START)[1].split(make_tables.EVALUATE_END)[0]
+    assert "| `none` | 90.00 |" in section and "E = 30" in section and "old" not in section
+    assert "benchmarks/results/evaluate_digits/occlusion.png" in section
+    assert "without a table" not in readme.read_text()
+    assert make_tables.main([*args, "--check"]) == 0
