@@ -169,6 +169,7 @@ class EvaluationData:
     label_names: list[str] | None
     num_rows: int | None
     only_split: bool = False
+    max_label: int | None = None  # integer labels without names: the largest id
 
     @property
     def split_label(self) -> str:
@@ -231,7 +232,7 @@ def load_evaluation_data(
     image_column = find_column(columns, image_column_name, IMAGE_COLUMNS, "image")
     label_column = find_column(columns, label_column_name, LABEL_COLUMNS, "label") if with_labels else None
     names = None
-    num_rows = None
+    num_rows = max_label = None
     if streaming:
         if max_samples is not None:
             rows = rows.take(max_samples)
@@ -243,13 +244,30 @@ def load_evaluation_data(
         rows = ensure_image_feature(rows, image_column)
         if label_column is not None:
             rows = encode_string_labels(rows, label_column, split=split)
-            names = label_names(rows, label_column)
-            if not isinstance(rows.features[label_column], ClassLabel):
-                names = None  # integer ids: the model's own label ids
+            if isinstance(rows.features[label_column], ClassLabel):
+                names = label_names(rows, label_column)
+            else:  # integer ids without names: the model's own label ids, checked against each model in run()
+                max_label = _check_integer_labels(rows, label_column, source)
         num_rows = len(rows)
         if num_rows == 0:
             raise ValueError(f"split {split!r} of data set {source!r} has no rows")
-    return EvaluationData(source, split, rows, image_column, label_column, names, num_rows, len(splits) == 1)
+    only_split = len(splits) == 1
+    return EvaluationData(source, split, rows, image_column, label_column, names, num_rows, only_split, max_label)
+
+
+def _check_integer_labels(rows: Any, label_column: str, source: str) -> int:
+    """The largest id of an integer label column (no names); refuses other types and negative ids."""
+    from .class_labels import INTEGER_DTYPES, _is_dtype
+
+    if not _is_dtype(rows.features[label_column], INTEGER_DTYPES):
+        raise ValueError(
+            f"label column {label_column!r} of data set {source!r} is {rows.features[label_column]}: expected class "
+            "names, a ClassLabel or integer ids"
+        )
+    ids = np.asarray(rows.with_format("numpy")[label_column])
+    if ids.min() < 0:
+        raise ValueError(f"label column {label_column!r} of data set {source!r} holds negative ids ({ids.min()})")
+    return int(ids.max())
 
 
 def _collate(
@@ -659,6 +677,11 @@ def run(models: Sequence[str], args: EvaluateArguments) -> tuple[list[dict[str, 
         )
     for name, model, _ in loaded:
         model_class_subset(name, model, data)
+        if data.max_label is not None and data.max_label >= model.config.num_labels:
+            raise ValueError(
+                f"data set {data.name!r} has label id {data.max_label}, outside the {model.config.num_labels} classes "
+                f"of model {name!r}"
+            )
         if args.occlusion:
             occlusion_patch_size(name, model, args)
     labels = _unique_slugs(models)
@@ -683,6 +706,8 @@ def run(models: Sequence[str], args: EvaluateArguments) -> tuple[list[dict[str, 
             for name, record in zip(models, records, strict=True):
                 if _is_local(name):
                     print(f"card updated: {add_evaluation_results(name, record, _dataset_type(args.dataset))}")
+                else:
+                    print(f"{name}: not a local folder, its card is not updated")
     return records, table
 
 

@@ -298,3 +298,32 @@ def test_make_tables_puts_the_generated_table_into_the_readme_section(tmp_path):
     assert "benchmarks/results/evaluate_digits/occlusion.png" in section
     assert "without a table" not in readme.read_text()
     assert make_tables.main([*args, "--check"]) == 0
+
+
+def test_data_file_with_integer_labels_and_a_streamed_folder(setup, tmp_path, capsys):
+    from datasets import Dataset
+    from datasets import Image as DatasetsImage
+
+    files = sorted(setup["data"].rglob("*.png"))
+    ids = [NAMES.index(f.parent.name) for f in files]
+    table = Dataset.from_dict({"image": [str(f) for f in files], "label": ids}).cast_column("image", DatasetsImage())
+    table.to_parquet(tmp_path / "data.parquet")
+    model = str(setup["model0"])
+    common = ["--occlusion", "False", "--batch_size", "7"]
+    assert main([model, "--dataset", str(tmp_path / "data.parquet"), "--output_dir", str(tmp_path / "a"), *common]) == 0
+    from_file = json.loads((tmp_path / "a" / "none__data.parquet.json").read_text())
+    assert main([model, "--dataset", str(setup["data"]), "--output_dir", str(tmp_path / "b"), "--streaming", "True"]
+                + common) == 0  # fmt: skip
+    streamed = json.loads((tmp_path / "b" / "none__data.json").read_text())
+    logits, labels = _direct_logits(setup["model0"], setup["data"], NAMES)
+    for record in (from_file, streamed):
+        assert record["num_examples"] == 24
+        assert record["metrics"]["accuracy"] == pytest.approx((logits.argmax(1) == labels).mean())
+        assert record["metrics"]["nll"] == pytest.approx(robustness_metrics(logits, labels)["nll"], abs=1e-6)
+    # an integer id the model does not have
+    Dataset.from_dict({"image": [str(files[0])], "label": [7]}).cast_column("image", DatasetsImage()).to_parquet(
+        tmp_path / "bad.parquet"
+    )
+    capsys.readouterr()
+    assert main([model, "--dataset", str(tmp_path / "bad.parquet"), "--output_dir", str(tmp_path / "c")]) == 2
+    assert "has label id 7, outside the 4 classes of model" in capsys.readouterr().err.splitlines()[-1]
