@@ -552,9 +552,11 @@ def evaluate_digits_block(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
         return "No `evaluate_digits.json` yet: run `python benchmarks/evaluate_digits.py`."
     name, payload = found[-1]
     settings = payload["settings"]
+    epochs = settings["num_train_epochs"]
+    short = " (SHORT: the default job trains 60)" if epochs < 60 else " (the default job's budget)"
     budget = (
-        f"Checkpoints: `{settings['train_command']}` with E = {settings['num_train_epochs']:g} (the default job "
-        f"trains 60 epochs: a short budget, so this shows what the command reports, not how good MixPro is)."
+        f"Checkpoints: `{settings['train_command']}` with E = {epochs:g}{short}, one seed: an example of what the "
+        "command reports, not a comparison of the methods (that is the digits table under Benchmarks and results)."
     )
     command = f"Command: `{settings['evaluate_command']}`."
     plot = f"![top-1 under patch dropping](benchmarks/results/{payload['plot']})"

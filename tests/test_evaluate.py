@@ -327,3 +327,35 @@ def test_data_file_with_integer_labels_and_a_streamed_folder(setup, tmp_path, ca
     capsys.readouterr()
     assert main([model, "--dataset", str(tmp_path / "bad.parquet"), "--output_dir", str(tmp_path / "c")]) == 2
     assert "has label id 7, outside the 4 classes of model" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_saliency_model_on_another_grid_ranks_the_patches(setup, tmp_path):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        **{**dict(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=1), "num_attention_heads": 2}
+    )
+    saliency_dir = tmp_path / "dino-like"
+    ViTModel(config).save_pretrained(saliency_dir)  # a backbone without classifier, as facebook/dino-vits16
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(saliency_dir)
+    argv = [str(setup["model0"]), "--dataset", str(setup["data"]), "--output_dir", str(tmp_path / "out")]
+    argv += ["--occlusion_ratios", "0", "0.5", "--occlusion_repeats", "1", "--saliency_model", str(saliency_dir)]
+    assert main(argv) == 0
+    occlusion = json.loads((tmp_path / "out" / "none__data.json").read_text())["occlusion"]
+    assert occlusion["saliency"] == str(saliency_dir)
+    assert set(occlusion["top1"]) == {"random", "salient", "non_salient"}
+    # the same images, ranked by the saliency model's 2x2 attention resized to the model's 4x4 grid
+    from mixpro_hf.attention import capture_cls_attention
+
+    images = [Image.open(f).convert("RGB") for f in sorted(setup["data"].rglob("*.png"))]
+    pixels = ViTImageProcessor(size={"height": 16, "width": 16})(images=images, return_tensors="pt")["pixel_values"]
+    saliency_model = ViTModel.from_pretrained(saliency_dir).eval()
+    with torch.no_grad(), capture_cls_attention(saliency_model) as capture:
+        saliency_model(pixel_values=pixels)
+    priority = attention_priority(capture.attention, (2, 2), (4, 4))
+    model = make_tiny_vit(seed=0).eval()
+    labels = torch.tensor([NAMES.index(f.parent.name) for f in sorted(setup["data"].rglob("*.png"))])
+    with torch.no_grad():
+        salient = model(pixel_values=drop_patches(pixels, 0.5, 4, priority=-priority)).logits.argmax(1) == labels
+    assert occlusion["top1"]["salient"][1] == pytest.approx(salient.float().mean().item())
