@@ -29,9 +29,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from .attention import capture_cls_attention, cls_token_layout, supports_cls_attention
+from .class_labels import INTEGER_DTYPES, _is_dtype, encode_string_labels, label_names
 from .class_subsets import class_subset
+from .data import (
+    IMAGE_COLUMNS,
+    LABEL_COLUMNS,
+    TEST_SPLITS,
+    VALIDATION_SPLITS,
+    DataArguments,
+    find_column,
+    load_image_datasets,
+)
+from .images import ensure_image_feature, to_rgb8
 from .metrics import ood_metrics, robustness_metrics
+from .modeling import model_geometry
 from .robustness import DROP_RATIOS, OCCLUSION_MODES, attention_priority, occlusion_correct
+from .streaming import _raw_streams, _stream_label_names
 
 __all__ = ["EvaluateArguments", "evaluate_model", "load_classifier", "load_evaluation_data", "main", "markdown_table"]
 
@@ -178,8 +192,6 @@ class EvaluationData:
 
 
 def _data_arguments(source: str, config_name: str | None) -> Any:
-    from .data import DataArguments
-
     if Path(source).expanduser().is_file():
         return DataArguments(train_file=str(Path(source).expanduser()))
     if not _is_local(source):
@@ -188,8 +200,6 @@ def _data_arguments(source: str, config_name: str | None) -> Any:
 
 
 def _pick_split(splits: Sequence[str], wanted: str | None, source: str) -> str:
-    from .data import TEST_SPLITS, VALIDATION_SPLITS
-
     if wanted is not None:
         if wanted not in splits:
             raise ValueError(f"data set {source!r} has no split {wanted!r}; it has {list(splits)}")
@@ -215,11 +225,6 @@ def load_evaluation_data(
         ValueError / FileNotFoundError: one line, for an unknown data set, split or column, or bad labels.
     """
     from datasets import ClassLabel
-
-    from .class_labels import encode_string_labels, label_names
-    from .data import IMAGE_COLUMNS, LABEL_COLUMNS, find_column, load_image_datasets
-    from .images import ensure_image_feature
-    from .streaming import _raw_streams, _stream_label_names
 
     args = _data_arguments(source, config_name)
     if streaming:
@@ -257,8 +262,6 @@ def load_evaluation_data(
 
 def _check_integer_labels(rows: Any, label_column: str, source: str) -> int:
     """The largest id of an integer label column (no names); refuses other types and negative ids."""
-    from .class_labels import INTEGER_DTYPES, _is_dtype
-
     if not _is_dtype(rows.features[label_column], INTEGER_DTYPES):
         raise ValueError(
             f"label column {label_column!r} of data set {source!r} is {rows.features[label_column]}: expected class "
@@ -276,8 +279,6 @@ def _collate(
     """Rows -> ``{key: pixel_values}`` for each processor (8-bit RGB first, :func:`mixpro_hf.images.to_rgb8`),
     and ``labels``."""
     from PIL import Image
-
-    from .images import to_rgb8
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         images = []
@@ -311,23 +312,17 @@ def _grid(pixel_values: torch.Tensor, patch: int) -> tuple[int, int]:
 
 
 def _class_attention(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    from .attention import capture_cls_attention
-
     with capture_cls_attention(model) as capture:
         model(pixel_values=pixel_values)
     return capture.attention
 
 
 def _saliency_patch(model: torch.nn.Module) -> int:
-    from .attention import cls_token_layout
-
     return cls_token_layout(model).patch_size[0]
 
 
 def occlusion_patch_size(name: str, model: torch.nn.Module, args: EvaluateArguments) -> int:
     """The dropping grid's cell: ``--occlusion_patch_size`` or the model's ``config.patch_size``."""
-    from .modeling import model_geometry
-
     try:
         return model_geometry(model, args.occlusion_patch_size)[0]
     except ValueError as err:
@@ -357,8 +352,6 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """The metrics, out-of-distribution metrics and occlusion curves of one model on ``data``, as a JSON record."""
     from tqdm.auto import tqdm
-
-    from .attention import supports_cls_attention
 
     subset = model_class_subset(name, model, data)
     columns = torch.tensor(subset, device=accelerator.device) if subset is not None else None
@@ -390,8 +383,6 @@ def evaluate_model(
         pixel_values, labels = batch["pixel_values"], batch["labels"]
         attention = None
         if saliency_source is not None and saliency is None:
-            from .attention import capture_cls_attention
-
             with capture_cls_attention(model) as capture:
                 logits = model(pixel_values=pixel_values).logits
             attention = capture.attention
@@ -657,8 +648,6 @@ def run(models: Sequence[str], args: EvaluateArguments) -> tuple[list[dict[str, 
         from transformers import AutoModel
 
         sal_model, sal_processor = load_classifier(args.saliency_model, auto_class=AutoModel)
-        from .attention import supports_cls_attention
-
         if not supports_cls_attention(sal_model):
             raise ValueError(
                 f"--saliency_model {args.saliency_model!r} has no class-token attention to rank patches by"
