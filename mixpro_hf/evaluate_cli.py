@@ -716,8 +716,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    print(table)
-    print(f"results written to {Path(args.output_dir).expanduser()}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(table)
+        print(f"results written to {Path(args.output_dir).expanduser()}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -259,16 +260,45 @@ def test_bad_input_is_one_line_and_exit_2(setup, tmp_path, capsys, case, message
     assert not (tmp_path / "o").exists()
 
 
-def test_flag_errors_exit_2_through_the_module(setup, tmp_path):
+def test_flag_errors_exit_2(setup, tmp_path, capsys):
+    argv = [str(setup["model0"]), "--dataset", str(setup["data"]), "--output_dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--occlusion_ratios", "0.5", "1.2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("mixpro-evaluate: error:") and "--occlusion_ratios must be shares in [0, 1)" in err
+
+
+def test_two_cpu_processes_give_the_single_process_numbers(setup, tmp_path):
+    """``accelerate launch -m mixpro_hf.evaluate_cli``: 24 images in batches of 5 over 2 processes (the last batch
+    padded by Accelerate and dropped again), the same metrics and attention-ranked curves as one process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    argv = [str(setup["model0"]), "--dataset", str(setup["data"]), "--batch_size", "5"]
+    argv += ["--occlusion_ratios", "0", "0.5", "--occlusion_repeats", "1"]
+    assert main([*argv, "--output_dir", str(tmp_path / "one")]) == 0
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mixpro_hf.evaluate_cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(
-        [sys.executable, "-m", "mixpro_hf.evaluate_cli", str(setup["model0"]), "--dataset", str(setup["data"])]
-        + ["--output_dir", str(tmp_path), "--occlusion_ratios", "0.5", "1.2"],
+        [*launch, *argv, "--output_dir", str(tmp_path / "two")],
         capture_output=True,
         text=True,
+        env=env,
+        timeout=300,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    assert result.returncode == 2
-    assert "mixpro-evaluate: error:" in result.stderr and "--occlusion_ratios must be shares in [0, 1)" in result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| `none` |") == 1  # the table printed once, by the main process
+    one = json.loads((tmp_path / "one" / "none__data.json").read_text())
+    two = json.loads((tmp_path / "two" / "none__data.json").read_text())
+    assert two["environment"]["num_processes"] == 2 and two["num_examples"] == 24
+    for key, value in one["metrics"].items():
+        assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    for mode in ("salient", "non_salient"):
+        assert two["occlusion"]["top1"][mode] == pytest.approx(one["occlusion"]["top1"][mode])
 
 
 def test_make_tables_puts_the_generated_table_into_the_readme_section(tmp_path):
