@@ -74,11 +74,14 @@ class EvaluateArguments:
                   "anomaly score -max softmax), AUROC and FPR at 95 %% TPR."},
     )  # fmt: skip
     ood_dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --ood_dataset."})
-    ood_split: str | None = field(default=None, metadata={"help": "Split of --ood_dataset (default as --split)."})
+    ood_split: str | None = field(
+        default=None, metadata={"help": "Split of --ood_dataset (default: test, else validation, else train)."}
+    )
     image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: found by name)."})
     label_column_name: str | None = field(default=None, metadata={"help": "Label column (default: found by name)."})
     max_samples: int | None = field(
-        default=None, metadata={"help": "Evaluate on the first this many examples of each data set."}
+        default=None,
+        metadata={"help": "Evaluate on this many examples of each data set: a seeded draw (of a stream: the first)."},
     )
     streaming: bool = field(
         default=False,
@@ -244,8 +247,8 @@ def load_evaluation_data(
         if label_column is not None:
             names = _stream_label_names(rows.features, label_column, None)
     else:
-        if max_samples is not None:
-            rows = rows.select(range(min(max_samples, len(rows))))
+        if max_samples is not None and max_samples < len(rows):  # a seeded draw: folders are sorted by class
+            rows = rows.shuffle(seed=0).select(range(max_samples))
         rows = ensure_image_feature(rows, image_column)
         if label_column is not None:
             rows = encode_string_labels(rows, label_column, split=split)
@@ -660,7 +663,7 @@ def run(models: Sequence[str], args: EvaluateArguments) -> tuple[list[dict[str, 
         ood = load_evaluation_data(
             args.ood_dataset,
             args.ood_dataset_config_name,
-            args.ood_split or args.split,
+            args.ood_split,
             with_labels=False,
             **ood_options,
         )

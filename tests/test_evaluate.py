@@ -230,6 +230,9 @@ def test_class_subset_restricts_the_logits(setup, tmp_path):
     logits, labels = _direct_logits(setup["model0"], setup["subset"], ["dog", "fox"])
     assert record["metrics"]["accuracy"] == pytest.approx((logits[:, [1, 3]].argmax(1) == labels).mean())
     assert "occlusion" not in record and not (out / "occlusion.png").exists()
+    argv = [str(setup["model0"]), "--dataset", str(setup["data"]), "--output_dir", str(tmp_path / "few")]
+    assert main([*argv, "--occlusion", "False", "--max_samples", "10"]) == 0
+    assert json.loads((tmp_path / "few" / "none__data.json").read_text())["num_examples"] == 10
 
 
 @pytest.mark.parametrize(
