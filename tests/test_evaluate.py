@@ -392,3 +392,20 @@ def test_saliency_model_on_another_grid_ranks_the_patches(setup, tmp_path):
     with torch.no_grad():
         salient = model(pixel_values=drop_patches(pixels, 0.5, 4, priority=-priority)).logits.argmax(1) == labels
     assert occlusion["top1"]["salient"][1] == pytest.approx(salient.float().mean().item())
+
+
+def test_a_hub_model_id(setup, hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.endpoint, token="hf_test")
+    api.create_repo("tester/tiny-vit")
+    api.upload_folder(
+        repo_id="tester/tiny-vit", folder_path=str(setup["model1"]), allow_patterns=["*.json", "*.safetensors"]
+    )
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    argv = ["tester/tiny-vit", str(setup["model1"]), "--dataset", str(setup["data"]), "--output_dir", str(tmp_path)]
+    assert main([*argv, "--occlusion", "False", "--update_card", "True"]) == 0
+    from_hub = json.loads((tmp_path / "tester--tiny-vit__data.json").read_text())
+    local = json.loads((tmp_path / "mixpro__data.json").read_text())
+    assert from_hub["model"] == "tester/tiny-vit" and from_hub["metrics"] == local["metrics"]
+    assert "README.md" not in hub.files("tester/tiny-vit")  # --update_card changes local cards only
