@@ -449,7 +449,7 @@ def evaluate_model(
             "repeats": args.occlusion_repeats,
             "seed": args.seed,
             "saliency": saliency_source,
-            "top1": {mode: torch.cat(parts).mean(0).tolist() for mode, parts in occlusion_parts.items()},
+            "top1": {mode: torch.cat(parts).double().mean(0).tolist() for mode, parts in occlusion_parts.items()},
         }
     record["notes"] = notes
     return record
@@ -575,7 +575,11 @@ def plot_occlusion(records: Sequence[dict[str, Any]], labels: Sequence[str], pat
     axes[0][0].set_ylabel("top-1 accuracy (%)")
     axes[0][-1].legend(title="model", fontsize=8)
     first = records[0]
-    fig.suptitle(f"Occlusion: {first['dataset']} ({first['split']}, {first['num_examples']} images)", fontsize=10)
+    title = f"Occlusion: {first['dataset']} ({first['split']}, {first['num_examples']} images)"
+    sources = {o.get("saliency") for _, o in with_curves} - {None}
+    if len(sources) == 1:
+        title += f"; salient / non-salient ranked by {sources.pop()}"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
