@@ -75,10 +75,10 @@ from mixpro_hf import (  # noqa: E402
     mix_batch,
     optimizer_param_groups,
 )
+from mixpro_hf.robustness import DROP_RATIOS, drop_patches  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-DROP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
 DEFAULT_METHODS = ("none", "mixup_cutmix", "transmix", "maskmix", "mixpro")
 FULL_MODEL = (12, 192, 3)  # layers, hidden, heads of DeiT-Tiny
 SMOKE_EPOCHS = 5.0
@@ -194,23 +194,6 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CIFAR_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std
-
-
-def drop_patches(images: torch.Tensor, ratio: float, patch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Random patch dropping (Naseer et al. 2021; MixPro §4.3.1): set ``round(ratio * N)`` of each image's
-    N patches, chosen independently per image, to 0 (whole patches; the input is not modified)."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must be in [0, 1], got {ratio!r}")
-    batch, _, height, width = images.shape
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"image {height}x{width} is not a multiple of patch_size {patch_size}")
-    grid_h, grid_w = height // patch_size, width // patch_size
-    count = round(ratio * grid_h * grid_w)
-    scores = torch.rand(batch, grid_h * grid_w, generator=generator)
-    dropped = torch.zeros_like(scores, dtype=torch.bool)
-    dropped.scatter_(1, scores.argsort(dim=1)[:, :count], True)
-    mask = dropped.view(batch, grid_h, grid_w).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
-    return images.masked_fill(mask.unsqueeze(1).to(images.device), 0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ recipe); only ``--mix_method`` and ``--seed`` change. The runs are in-process (`
 :func:`mixpro_hf.pipeline.prepare` → :class:`~mixpro_hf.trainer.MixProTrainer`), then each model is evaluated on
 the held-out test digits: top-1, top-5, ECE (:func:`mixpro_hf.metrics.classification_metrics`), the ECE after
 temperature scaling fitted on the validation split (:func:`mixpro_hf.metrics.fit_temperature`), and top-1 under
-random patch dropping (paper §4.3.1; :func:`benchmarks.cifar10.drop_patches` on the normalised test images, on
+random patch dropping (paper §4.3.1; :func:`mixpro_hf.robustness.random_drop_accuracy` on the normalised test images, on
 the model's patch grid, 0-90 % of the patches set to 0; the drops come from a fixed seed per ratio, so every
 model sees the same ones).
 
@@ -45,7 +45,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.cifar10 import drop_patches, plot_robustness, summarize  # noqa: E402
+from benchmarks.cifar10 import plot_robustness, summarize  # noqa: E402
 from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 from mixpro_hf.arguments import DIGITS_FLAGS, DIGITS_MODEL, parse_args  # noqa: E402
 from mixpro_hf.metrics import (  # noqa: E402
@@ -54,9 +54,9 @@ from mixpro_hf.metrics import (  # noqa: E402
     fit_temperature,
 )
 from mixpro_hf.pipeline import make_trainer, prepare, split_logits  # noqa: E402
+from mixpro_hf.robustness import DROP_RATIOS, random_drop_accuracy  # noqa: E402
 
 METHODS = ("none", "mixup_cutmix", "transmix", "maskmix", "mixpro")
-DROP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
 DROP_SEED = 1234
 
 
@@ -64,20 +64,6 @@ def test_images(test_set: Any) -> tuple[torch.Tensor, np.ndarray]:
     """The normalised test images ``(N, 3, H, W)`` (evaluation transform) and their labels."""
     rows = [test_set[i] for i in range(len(test_set))]
     return torch.stack([r["pixel_values"] for r in rows]), np.array([int(r["labels"]) for r in rows])
-
-
-@torch.no_grad()
-def robustness(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, patch: int) -> dict[str, float]:
-    """Top-1 with 0, 10, ..., 90 % of each image's patches set to 0 (the same drops for every model)."""
-    model.eval()
-    device = next(model.parameters()).device
-    top1 = {}
-    for ratio in DROP_RATIOS:
-        generator = torch.Generator().manual_seed(DROP_SEED + int(round(ratio * 100)))
-        dropped = drop_patches(images, ratio, patch, generator) if ratio > 0 else images
-        logits = torch.cat([model(pixel_values=x.to(device)).logits.float().cpu() for x in dropped.split(256)])
-        top1[str(ratio)] = float((logits.argmax(1).numpy() == labels).mean())
-    return top1
 
 
 def run_one(method: str, seed: int, work_dir: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -99,7 +85,9 @@ def run_one(method: str, seed: int, work_dir: Path, extra: Sequence[str] = ()) -
     run["ece_calibrated"] = expected_calibration_error(logits / temperature, labels)
     run["temperature"] = temperature
     run["eval_accuracy"] = classification_metrics(eval_logits, eval_labels)["accuracy"]
-    run["robustness_top1"] = robustness(trainer.model, images, image_labels, prepared.patch_size)
+    run["robustness_top1"] = random_drop_accuracy(
+        trainer.model, images, image_labels, prepared.patch_size, DROP_RATIOS, DROP_SEED
+    )
     run["train_seconds"], run["total_seconds"] = train_s, time.perf_counter() - start
     return run
 

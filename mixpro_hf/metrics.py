@@ -1,8 +1,11 @@
-"""Offline classification metrics: top-1, top-5, expected calibration error, and temperature scaling.
+"""Offline classification metrics: top-1, top-5, NLL, calibration, AURRA, out-of-distribution detection.
 
 Papers:
     - ECE and temperature scaling: Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
       https://arxiv.org/abs/1706.04599
+    - RMS calibration error (adaptive bins), AURRA, ImageNet-O AUPRC: Hendrycks et al., "Natural Adversarial
+      Examples", CVPR 2021 (https://arxiv.org/abs/1907.07174), the metrics of MixPro's Table 5; their code
+      (``calibration_tools.py`` of hendrycks/natural-adv-examples) is followed to the bin.
 
 Nothing is downloaded: these replace ``evaluate.load("accuracy")`` in the training script (🤗 ``evaluate``
 loads metric scripts from the Hub at run time, which an offline cluster node cannot do).
@@ -47,6 +50,108 @@ def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, num_bins:
     conf_sum = np.bincount(bins, weights=confidence, minlength=num_bins)
     acc_sum = np.bincount(bins, weights=correct, minlength=num_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / len(labels))
+
+
+def max_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence, prediction)``: the maximum softmax probability and the arg-max class of each row."""
+    probs = _softmax(np.asarray(logits, dtype=np.float64))
+    return probs.max(axis=1), probs.argmax(axis=1)
+
+
+def rms_calibration_error(logits: np.ndarray, labels: np.ndarray, bin_size: int = 100) -> float:
+    """Hendrycks et al.'s RMS calibration error with adaptive bins (``calib_err(confidence, correct, p='2')``).
+
+    The examples, sorted by confidence, are cut into bins of ``bin_size`` (the remainder joins the last bin);
+    the error is ``sqrt(Σ_b |B_b|/N · (mean confidence(B_b) − accuracy(B_b))²)``. As in their code (which
+    produced the numbers of MixPro's Table 5) the last bin, the most confident examples, is left out of the
+    sum (``for i in range(len(bins) - 1)``), while ``N`` counts every example. That needs at least two bins.
+
+    Raises:
+        ValueError: fewer than ``2 * bin_size`` examples (the reference code returns 0 or fails there).
+    """
+    logits, labels = _check(logits, labels)
+    if len(labels) < 2 * bin_size:
+        raise ValueError(
+            f"the RMS calibration error with bins of {bin_size} needs at least {2 * bin_size} examples, got "
+            f"{len(labels)}"
+        )
+    confidence, prediction = max_softmax(logits)
+    order = np.argsort(confidence)
+    confidence, correct = confidence[order], (prediction == labels)[order].astype(np.float64)
+    num_bins = len(labels) // bin_size
+    used = (num_bins - 1) * bin_size  # every bin but the last has exactly bin_size examples
+    gap = confidence[:used].reshape(-1, bin_size).mean(1) - correct[:used].reshape(-1, bin_size).mean(1)
+    return float(np.sqrt((bin_size / len(labels) * gap**2).sum()))
+
+
+def aurra(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the response rate–accuracy curve (Hendrycks et al.): answer only the ``r`` most confident
+    examples, for every response rate ``r = 1/N, ..., 1``; the mean accuracy of those answers."""
+    logits, labels = _check(logits, labels)
+    confidence, prediction = max_softmax(logits)
+    order = np.argsort(confidence)[::-1]  # most confident first, ties as in the reference
+    correct = (prediction == labels)[order]
+    return float((np.cumsum(correct) / np.arange(1, len(correct) + 1)).mean())
+
+
+def _ranked_counts(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """True and false positives (out-of-distribution = positive) at each distinct anomaly score, highest first."""
+    in_scores, out_scores = np.asarray(in_scores, np.float64).ravel(), np.asarray(out_scores, np.float64).ravel()
+    if not len(in_scores) or not len(out_scores):
+        raise ValueError(
+            f"out-of-distribution metrics need in- and out-of-distribution examples, got {len(in_scores)} and "
+            f"{len(out_scores)}"
+        )
+    scores = np.concatenate([out_scores, in_scores])
+    positive = np.concatenate([np.ones(len(out_scores)), np.zeros(len(in_scores))])
+    order = np.argsort(-scores, kind="stable")
+    scores, positive = scores[order], positive[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_pos = np.cumsum(positive)[last_of_tie]
+    false_pos = last_of_tie + 1 - true_pos
+    return true_pos, false_pos, len(out_scores), len(in_scores)
+
+
+def ood_metrics(in_logits: np.ndarray, out_logits: np.ndarray, recall: float = 0.95) -> dict[str, float]:
+    """Out-of-distribution detection with the anomaly score ``−max softmax probability`` (Hendrycks & Gimpel,
+    ICLR 2017; ImageNet-O in Hendrycks et al., 2021), out-of-distribution examples as the positive class:
+
+    * ``ood_auprc``: average precision ``Σ_n (R_n − R_{n−1}) P_n`` over the distinct thresholds
+      (``sklearn.metrics.average_precision_score``);
+    * ``ood_auroc``: area under the ROC curve, ties counted half (``roc_auc_score``);
+    * ``ood_fpr95``: the false-positive rate at the first threshold whose true-positive rate reaches ``recall``.
+    """
+    in_scores = -max_softmax(np.asarray(in_logits, dtype=np.float64))[0]
+    out_scores = -max_softmax(np.asarray(out_logits, dtype=np.float64))[0]
+    return ood_scores_metrics(in_scores, out_scores, recall)
+
+
+def ood_scores_metrics(in_scores: np.ndarray, out_scores: np.ndarray, recall: float = 0.95) -> dict[str, float]:
+    """:func:`ood_metrics` from anomaly scores (higher = more anomalous) instead of logits."""
+    true_pos, false_pos, positives, negatives = _ranked_counts(in_scores, out_scores)
+    tpr, fpr = true_pos / positives, false_pos / negatives
+    precision = true_pos / (true_pos + false_pos)
+    auprc = float((np.diff(np.r_[0.0, tpr]) * precision).sum())
+    tpr_from_0, fpr_from_0 = np.r_[0.0, tpr], np.r_[0.0, fpr]
+    auroc = float((np.diff(fpr_from_0) * (tpr_from_0[1:] + tpr_from_0[:-1]) / 2).sum())  # trapezoids
+    fpr95 = float(fpr[np.searchsorted(tpr, recall - 1e-12)])
+    return {"ood_auprc": auprc, "ood_auroc": auroc, "ood_fpr95": fpr95}
+
+
+def robustness_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """The clean-data numbers of MixPro's Table 5 and more: ``accuracy`` (top-1), ``top5_accuracy``, ``nll``,
+    ``ece`` (15 equal-width bins), ``rms_calibration_error`` (bins of 100; ``None`` below 200 examples) and
+    ``aurra``."""
+    try:
+        rms = rms_calibration_error(logits, labels)
+    except ValueError:
+        rms = None
+    return {
+        **classification_metrics(logits, labels),
+        "nll": negative_log_likelihood(logits, labels),
+        "rms_calibration_error": rms,
+        "aurra": aurra(logits, labels),
+    }
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -23,8 +23,8 @@ from .hub import PushToHubError, check_push_target, files_to_push, push_output_d
 from .recipe import MixProConfig
 
 __all__ = [
-    "MIXPRO_BIBTEX", "NOT_RECORDED", "PushToHubError", "card_main", "check_push_target", "files_to_push",
-    "generate_model_card", "push_output_dir", "write_model_card",
+    "MIXPRO_BIBTEX", "NOT_RECORDED", "PushToHubError", "add_evaluation_results", "card_main", "check_push_target",
+    "files_to_push", "generate_model_card", "push_output_dir", "write_model_card",
 ]  # fmt: skip
 
 NOT_RECORDED = "not recorded"
@@ -275,6 +275,39 @@ def write_model_card(output_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
     if path.is_file() and not any(mark in path.read_text(encoding="utf-8", errors="replace") for mark in REPLACEABLE):
         raise FileExistsError(f"{path} was not written by mixpro_hf; it is kept (move it away to write the card)")
     path.write_text(str(card), encoding="utf-8")
+    return path
+
+
+# mixpro-evaluate record key -> model-index metric type
+EVALUATION_METRICS = {
+    "accuracy": "accuracy", "top5_accuracy": "top_5_accuracy", "nll": "nll", "ece": "ece",
+    "rms_calibration_error": "rms_calibration_error", "aurra": "aurra",
+    "ood_auprc": "ood_auprc", "ood_auroc": "ood_auroc", "ood_fpr95": "ood_fpr_at_95_tpr",
+}  # fmt: skip
+
+
+def add_evaluation_results(model_dir: str | os.PathLike[str], record: dict[str, Any], dataset_type: str) -> Path:
+    """Add a ``mixpro-evaluate`` record to ``model_dir/README.md`` as model-index entries (the data set's name and
+    split; random patch dropping as ``top1_random_drop_<ratio>``), replacing earlier entries of the same data set,
+    split and metric. The card's text is kept; a folder without a card gets one with the metadata only."""
+    path = Path(model_dir).expanduser().resolve() / "README.md"
+    card = ModelCard.load(path) if path.is_file() else ModelCard("---\nlibrary_name: transformers\n---\n")
+    name = Path(str(record["dataset"])).name or str(record["dataset"])
+    values = {EVALUATION_METRICS[k]: v for k, v in record["metrics"].items() if k in EVALUATION_METRICS}
+    values.update({EVALUATION_METRICS[k]: v for k, v in record.get("ood", {}).items() if k in EVALUATION_METRICS})
+    occlusion = record.get("occlusion") or {}
+    for mode, curve in occlusion.get("top1", {}).items():
+        values.update({f"top1_{mode}_drop_{r:g}": v for r, v in zip(occlusion["ratios"], curve, strict=True) if r > 0})
+    new = [
+        EvalResult("image-classification", dataset_type=dataset_type, dataset_name=name,
+                   dataset_split=record["split"], metric_type=key, metric_value=float(value))
+        for key, value in values.items() if _is_number(value)
+    ]  # fmt: skip
+    replaced = {(r.dataset_name, r.dataset_split, r.metric_type) for r in new}
+    kept = [r for r in card.data.eval_results or [] if (r.dataset_name, r.dataset_split, r.metric_type) not in replaced]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(model_dir).expanduser().resolve().name
+    card.save(path)
     return path
 
 
