@@ -325,7 +325,8 @@ def _saliency_patch(model: torch.nn.Module) -> int:
 
 
 def occlusion_patch_size(name: str, model: torch.nn.Module, args: EvaluateArguments) -> int:
-    """The dropping grid's cell: ``--occlusion_patch_size`` or the model's ``config.patch_size``."""
+    """The dropping grid's cell: ``--occlusion_patch_size`` or the side of one token of the grid the model's class
+    token attends to (:func:`~mixpro_hf.modeling.model_geometry`)."""
     try:
         return model_geometry(model, args.occlusion_patch_size)[0]
     except ValueError as err:
