@@ -276,6 +276,9 @@ def test_no_trainer_accelerate_loop(tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and all("mixpro/alpha" in entry for entry in state["log_history"])
     assert (out / "model.safetensors").is_file() and (out / "alpha_curve.png").is_file()
+    record = json.loads((out / "mixpro_run.json").read_text())  # written from the optimizer, before step 1
+    assert record["segments"][0]["applied"]["learning_rate"] == record["training_args"]["learning_rate"] > 0
+    assert record["examples"]["train"] == 96 and not (out / ".mixpro-run.lock").exists()
 
 
 def test_push_to_hub_publishes_checkpoint_card_and_figures(tmp_path, hub):
