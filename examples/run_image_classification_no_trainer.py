@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     finally:
         if lock is not None:
             lock.release()
+        accelerator.end_training()  # trackers closed, process group destroyed (a gloo group left to exit can abort)
 
 
 def train_and_save(

@@ -719,16 +719,20 @@ def _dataset_type(source: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``mixpro-evaluate``: 0 on success, 2 for bad input (one line on stderr)."""
     models, args = parse_arguments(argv)
+    from accelerate import PartialState
+
+    from .pipeline import end_process_group
+
     try:
         _, table = run(models, args)
+        if PartialState().is_main_process:
+            print(table)
+            print(f"results written to {Path(args.output_dir).expanduser()}")
     except (ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        print(table)
-        print(f"results written to {Path(args.output_dir).expanduser()}")
+    finally:
+        end_process_group()
     return 0
 
 

@@ -116,6 +116,18 @@ def prepare(
     return prepared
 
 
+def end_process_group() -> None:
+    """Destroy the default process group of a distributed run, if there is one, before the interpreter exits.
+
+    Every entry point calls it last (``mixpro-train``, ``mixpro-evaluate``, the no-Trainer example): a gloo process
+    group left to the interpreter's shutdown can abort the process ("terminate called without an active exception",
+    exit -6) after a successful run, and PyTorch asks for it under NCCL too. A no-op in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def make_trainer(prepared: Prepared, training_args: MixProTrainingArguments) -> MixProTrainer:
     """The :class:`MixProTrainer` of a prepared run: its model, datasets and processor, the offline metrics."""
     return MixProTrainer(

@@ -28,6 +28,7 @@ from .hub import PushToHubError
 from .output_guard import OutputDirLock, remove_if_written_by_this_run
 from .pipeline import (
     calibrate,
+    end_process_group,
     make_trainer,
     num_examples,
     prepare,
@@ -198,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logging.getLogger("mixpro_hf").removeHandler(handler)
+        end_process_group()
     summary = {k: v for k, v in results.items() if k.endswith(("accuracy", "ece"))}
     print("final metrics:", json.dumps(summary))
     return 0

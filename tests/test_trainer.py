@@ -200,6 +200,7 @@ DDP_SCRIPT = textwrap.dedent(
     alpha = trainer.state.log_history[0]["mixpro/alpha"]
     with open({out!r} + f"/rank{{dist.get_rank()}}.txt", "w") as f:
         f.write(f"{{dist.get_world_size()}} {{alpha}}")
+    dist.destroy_process_group()
     """
 )
 
