@@ -107,7 +107,8 @@ class OutputDirLock:
                 self._held[self.key] += 1
                 self._acquired = True
                 return self
-            owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "argv": sys.argv}
+            # the program, not its arguments: a command line may hold a --token or --hub_token
+            owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "program": sys.argv[0]}
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:

@@ -282,3 +282,15 @@ def test_an_auto_map_of_code_the_run_does_not_use_is_dropped(tmp_path, saved_mod
     assert "auto_map" in caplog.text and "dropped" in caplog.text
     prepared.model.save_pretrained(tmp_path / "saved")
     assert "auto_map" not in json.loads((tmp_path / "saved" / "config.json").read_text())
+
+
+def test_the_lock_file_keeps_no_command_line_secret(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["mixpro-train", "--token", "hf_not_to_be_written", "--hub_token", "hf_neither"])
+    lock = OutputDirLock(tmp_path / "out").acquire()
+    try:
+        text = (tmp_path / "out" / LOCK_FILE).read_text()
+        assert "hf_not_to_be_written" not in text and "hf_neither" not in text
+        assert json.loads(text)["pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert not (tmp_path / "out" / LOCK_FILE).exists()
