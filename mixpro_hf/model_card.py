@@ -269,13 +269,29 @@ def generate_model_card(
 
 
 def write_model_card(output_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """Write :func:`generate_model_card` to ``output_dir/README.md``; never replaces a README someone else wrote."""
+    """Write :func:`generate_model_card` to ``output_dir/README.md``; never replaces a README someone else wrote.
+    Model-index entries of the previous card that the new one does not have (those ``mixpro-evaluate
+    --update_card`` added) are kept."""
     path = Path(output_dir).expanduser().resolve() / "README.md"
     card = generate_model_card(output_dir, **kwargs)
-    if path.is_file() and not any(mark in path.read_text(encoding="utf-8", errors="replace") for mark in REPLACEABLE):
-        raise FileExistsError(f"{path} was not written by mixpro_hf; it is kept (move it away to write the card)")
+    if path.is_file():
+        if not any(mark in path.read_text(encoding="utf-8", errors="replace") for mark in REPLACEABLE):
+            raise FileExistsError(f"{path} was not written by mixpro_hf; it is kept (move it away to write the card)")
+        card.data.eval_results = _merged_results(card.data.eval_results, ModelCard.load(path).data.eval_results)
+        card.data.model_name = card.data.model_name or Path(output_dir).expanduser().resolve().name
     path.write_text(str(card), encoding="utf-8")
     return path
+
+
+def _result_key(result: EvalResult) -> tuple[Any, Any, Any]:
+    return result.dataset_name, result.dataset_split, result.metric_type
+
+
+def _merged_results(new: list[EvalResult] | None, old: list[EvalResult] | None) -> list[EvalResult] | None:
+    """``new`` followed by the entries of ``old`` whose data set, split and metric ``new`` does not have."""
+    taken = {_result_key(r) for r in new or []}
+    merged = [*(new or []), *(r for r in old or [] if _result_key(r) not in taken)]
+    return merged or None
 
 
 # mixpro-evaluate record key -> model-index metric type
@@ -303,9 +319,7 @@ def add_evaluation_results(model_dir: str | os.PathLike[str], record: dict[str, 
                    dataset_split=record["split"], metric_type=key, metric_value=float(value))
         for key, value in values.items() if _is_number(value)
     ]  # fmt: skip
-    replaced = {(r.dataset_name, r.dataset_split, r.metric_type) for r in new}
-    kept = [r for r in card.data.eval_results or [] if (r.dataset_name, r.dataset_split, r.metric_type) not in replaced]
-    card.data.eval_results = kept + new
+    card.data.eval_results = _merged_results(new, card.data.eval_results)
     card.data.model_name = card.data.model_name or Path(model_dir).expanduser().resolve().name
     card.save(path)
     return path

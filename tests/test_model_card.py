@@ -21,6 +21,7 @@ from mixpro_hf.model_card import (
     MIXPRO_BIBTEX,
     NOT_RECORDED,
     PushToHubError,
+    add_evaluation_results,
     card_main,
     check_push_target,
     files_to_push,
@@ -127,6 +128,18 @@ def test_card_metadata_and_model_index(out: Path) -> None:
         ("validation", "top_5_accuracy"): 0.99,
         ("validation", "ece"): 0.0312,
     }
+
+
+def test_rewriting_the_card_keeps_the_results_mixpro_evaluate_added(out: Path) -> None:
+    write_model_card(out, repo_id=REPO)
+    record = {"dataset": "/data/imagenet-a", "split": "test", "metrics": {"accuracy": 0.25, "ece": 0.3}}
+    add_evaluation_results(out, record, dataset_type="imagefolder")
+    data = ModelCard.load(write_model_card(out, repo_id=REPO)).data.to_dict()  # mixpro-card again
+    _, results = model_index_to_eval_results(data["model-index"])
+    found = {(r.dataset_name, r.dataset_split, r.metric_type): r.metric_value for r in results}
+    assert found[("imagenet-a", "test", "accuracy")] == 0.25 and found[("imagenet-a", "test", "ece")] == 0.3
+    assert ("validation", "accuracy") in {(split, metric) for _, split, metric in found}  # the run's own, once
+    assert len(results) == len(found)
 
 
 def test_card_text_settings_recipe_alpha_usage_citation(out: Path) -> None:
