@@ -172,7 +172,7 @@ class MixProTrainer(Trainer):
         processes, it is decided from the model instead (:func:`unused_parameter_names`: on only when a parameter,
         e.g. Dinov2's ``mask_token``, gets no gradient), and recorded in the arguments as what ran."""
         if self.args.ddp_find_unused_parameters is None and self.args.world_size > 1:
-            _, image_size = model_geometry(self.model, self.args.mix_patch_size)
+            image_size = self._image_size  # (set before Trainer.__init__, which calls this)
             if image_size is not None and not (self.args.activation_checkpointing or self.args.gradient_checkpointing):
                 try:
                     self.args.ddp_find_unused_parameters = bool(unused_parameter_names(self.model, image_size))

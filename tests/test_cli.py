@@ -307,7 +307,7 @@ def test_the_default_shaped_job_prints_no_needless_warning_and_nothing_twice(tmp
     recipe_lines = [line for line in output.splitlines() if "mixpro_hf.train - recipe deit" in line]
     assert len(recipe_lines) == 1, output[-3000:]
     lr = float(DIGITS_FLAGS["learning_rate"])
-    assert f"learning_rate {lr:.3g}" in recipe_lines[0] and "max_grad_norm 0" in recipe_lines[0]
+    assert f"learning_rate {lr:.3g}" in recipe_lines[0] and "max_grad_norm 5" in recipe_lines[0]
     logged = [line for line in proc.stdout.splitlines() if " - mixpro_hf" in line]
     assert len(logged) == len(set(logged))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())

@@ -79,7 +79,7 @@ def test_embedded_default_writes_a_complete_output_dir(tmp_path):
     assert args["lr_scheduler_type"] == "cosine_with_min_lr" and args["mask_scale"] == 2
     card = ModelCard.load(out / "README.md")
     assert "mixpro" in card.data.tags
-    assert "| Recipe (`--recipe`) | `deit` |" in card.text and "| Gradient clipping (max norm) | `0.0` |" in card.text
+    assert "| Recipe (`--recipe`) | `deit` |" in card.text and "| Gradient clipping (max norm) | `5.0` |" in card.text
     assert "| Learning-rate schedule | `reference_cosine` (timm CosineLRScheduler per step" in card.text
 
 
