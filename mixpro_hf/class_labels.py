@@ -24,7 +24,7 @@ INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"
 STRING_DTYPES = ("string", "large_string")
 
 
-def _few(values: Sequence[Any] | np.ndarray, limit: int = 5) -> str:
+def few_values(values: Sequence[Any] | np.ndarray, limit: int = 5) -> str:
     """At most ``limit`` values, comma-separated, with the count when there are more."""
     values = list(values)
     text = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:limit])
@@ -54,7 +54,9 @@ def _check_ids(values: pa.ChunkedArray, label_column: str, num_labels: int, wher
         return
     ids = np.unique(values.to_numpy())
     bad = ids[(ids < 0) | (ids >= num_labels)]
-    raise ValueError(f"label column {label_column!r}{where} holds ids {_few(bad)} outside [0, {num_labels}) {reason}")
+    raise ValueError(
+        f"label column {label_column!r}{where} holds ids {few_values(bad)} outside [0, {num_labels}) {reason}"
+    )
 
 
 def _is_dtype(feature: Any, dtypes: Sequence[str]) -> bool:
@@ -108,7 +110,7 @@ def label_names(dataset: Dataset, label_column: str, num_labels: int | None = No
     bad = ids[(ids < 0) | (ids >= len(ids))]
     if bad.size:
         raise ValueError(
-            f"label column {label_column!r} holds integer ids {_few(bad)} that are not among 0..{len(ids) - 1}: "
+            f"label column {label_column!r} holds integer ids {few_values(bad)} that are not among 0..{len(ids) - 1}: "
             f"integer labels without ClassLabel names must be the ids 0..K-1, all present ({len(ids)} distinct ids "
             f"here); pass --num_labels N if every id is in [0, N), or cast the column to a ClassLabel with the class "
             "names"
@@ -117,7 +119,7 @@ def label_names(dataset: Dataset, label_column: str, num_labels: int | None = No
 
 
 def _names_text(names: Sequence[str]) -> str:
-    return f"[{_few(names, limit=30)}]"
+    return f"[{few_values(names, limit=30)}]"
 
 
 def _refuse_unknown_names(
@@ -125,7 +127,7 @@ def _refuse_unknown_names(
 ) -> None:
     which = "training" if reference == "the training split" else "the model's"
     raise ValueError(
-        f"the {split} split has label names {_few(unknown)} that {reference} does not have: {which} names "
+        f"the {split} split has label names {few_values(unknown)} that {reference} does not have: {which} names "
         f"{_names_text(names)}, {split} names {_names_text(own)}; give the splits the same classes"
     )
 
@@ -243,7 +245,7 @@ def check_seen_in_training(
     unseen = sorted(names[i] for i in used if i not in trained)
     if unseen:
         raise ValueError(
-            f"the {split} split has classes {_few(unseen)} of which the training split has no example: a model "
+            f"the {split} split has classes {few_values(unseen)} of which the training split has no example: a model "
             "cannot learn a class it never sees; give the splits the same classes"
         )
 

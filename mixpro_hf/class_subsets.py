@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from .class_labels import few_values
+
 __all__ = ["class_subset", "normalise_class_name"]
 
 _WNID = re.compile(r"^n\d{8}$")
@@ -32,11 +34,6 @@ def _wordnet_descriptions() -> dict[str, str]:
         return {wnid: info.label_name_to_description(wnid) for wnid in info.label_names()}
     except Exception:  # an older timm without the table: names must then match directly
         return {}
-
-
-def _few(values: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
 def class_subset(
@@ -74,10 +71,10 @@ def class_subset(
         labels = [str(id2label[i]) for i in sorted(id2label)]
         raise ValueError(
             f"{len(unmatched)} of the {len(dataset_names)} classes of {dataset} are not labels of {model}: "
-            f"{_few(unmatched)}; its labels are {_few(labels)}: give a data set whose class names (or WordNet ids) "
-            "are the model's labels"
+            f"{few_values(unmatched)}; its labels are {few_values(labels)}: give a data set whose class names (or "
+            "WordNet ids) are the model's labels"
         )
     if len(set(ids)) != len(ids):
         twice = sorted({str(dataset_names[i]) for i, x in enumerate(ids) if ids.count(x) > 1})
-        raise ValueError(f"classes {_few(twice)} of {dataset} map onto the same label of {model}")
+        raise ValueError(f"classes {few_values(twice)} of {dataset} map onto the same label of {model}")
     return None if ids == sorted(id2label) and len(ids) == len(id2label) else ids

@@ -44,6 +44,7 @@ from .data import (
 from .images import ensure_image_feature, to_rgb8
 from .metrics import ood_metrics, robustness_metrics
 from .modeling import model_geometry
+from .preflight import first_line
 from .robustness import DROP_RATIOS, OCCLUSION_MODES, attention_priority, occlusion_correct
 from .streaming import _raw_streams, _stream_label_names
 
@@ -127,11 +128,6 @@ class EvaluateArguments:
 # loading
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def _is_local(name: str) -> bool:
     return Path(name).expanduser().exists()
 
@@ -164,12 +160,12 @@ def load_classifier(name: str, auto_class: Any = None) -> tuple[torch.nn.Module,
     try:
         model = auto_class.from_pretrained(name, **kwargs)
     except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"could not load model {name!r}: {_one_line(err)}") from err
+        raise ValueError(f"could not load model {name!r}: {first_line(err)}") from err
     try:
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(
-            f"model {name!r} has no image processor (preprocessor_config.json) to prepare its images: {_one_line(err)}"
+            f"model {name!r} has no image processor (preprocessor_config.json) to prepare its images: {first_line(err)}"
         ) from err
     return model.eval(), processor
 
@@ -729,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(table)
             print(f"results written to {Path(args.output_dir).expanduser()}")
     except (ValueError, FileNotFoundError) as err:
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {first_line(err)}", file=sys.stderr)
         return 2
     finally:
         end_process_group()

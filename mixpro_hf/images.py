@@ -20,7 +20,7 @@ from datasets import ClassLabel, Dataset, Value
 from datasets import Image as DatasetsImage
 from PIL import Image
 
-from .class_labels import STRING_DTYPES, _few
+from .class_labels import STRING_DTYPES, few_values
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def verify_images(
         len(bad),
         len(dataset),
         where,
-        _few(rows),
+        few_values(rows),
         rows[0],
         bad[0][1],
     )

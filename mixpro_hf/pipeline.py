@@ -30,7 +30,14 @@ from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE, plot_alpha_curve, plot_data
 from .metrics import compute_metrics, expected_calibration_error, fit_temperature
 from .modeling import ModelArguments, build_model, model_geometry
 from .output_guard import RUN_OUTPUTS, remove_run_outputs, written_by_mixpro
-from .preflight import check_evaluation_data, check_hub_target, check_pickles, drop_foreign_auto_map, load_refusal
+from .preflight import (
+    check_evaluation_data,
+    check_hub_target,
+    check_pickles,
+    drop_foreign_auto_map,
+    first_line,
+    load_refusal,
+)
 from .run_record import (
     RESUME_KEYS,
     RUN_FILE,
@@ -177,7 +184,7 @@ def model_label_names(model_args: ModelArguments) -> list[str]:
     try:
         config = AutoConfig.from_pretrained(source, **model_args.pretrained_kwargs())
     except (OSError, ValueError) as err:
-        raise ValueError(f"could not load the config of model {source!r}: {str(err).splitlines()[0]}") from err
+        raise ValueError(f"could not load the config of model {source!r}: {first_line(err)}") from err
     id2label = getattr(config, "id2label", None) or {}
     return [str(id2label[i]) for i in sorted(id2label, key=int)]
 

@@ -72,7 +72,8 @@ def check_evaluation_data(data_args: Any, training_args: Any) -> None:
         )
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name when the message is empty), for one-line errors."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -80,7 +81,7 @@ def _first_line(err: BaseException) -> str:
 def pickle_refusal(path: str | Path, err: BaseException) -> ValueError:
     """The one-line error for a file torch refused to unpickle with ``weights_only=True``."""
     return ValueError(
-        f"{path} is a pickle file that torch refuses to load safely (weights_only=True: {_first_line(err)}); "
+        f"{path} is a pickle file that torch refuses to load safely (weights_only=True: {first_line(err)}); "
         "it may run code when loaded: use weights saved as safetensors (save_pretrained writes model.safetensors) "
         "and remove the pickle file"
     )
