@@ -1,4 +1,5 @@
-"""``--config_overrides "key=value,..."``: what a model config holds, read with Python's literal parser.
+"""``--config_overrides "key=value,..."``: what a model config holds, read with Python's literal parser (and
+the other ``key=value`` flags: ``--lr_scheduler_kwargs``, :func:`scheduler_kwargs`; the benchmark's method specs).
 
 * :func:`split_entries` splits at the top-level commas only (``depths=[1,1,2,2],embed_dim=48`` is two entries);
 * :func:`parse_config_overrides` reads each value with ``ast.literal_eval``: numbers, ``True``/``False``, ``None``,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
+import json
 from typing import Any
 
 from huggingface_hub.errors import StrictDataclassError
@@ -24,7 +27,7 @@ from .class_labels import few_values
 from .preflight import first_line
 
 FLAG = "--config_overrides"
-FORM = 'key=value[,key=value...], e.g. "image_size=32,depths=[1,1,2,2],qkv_bias=True"'
+EXAMPLE = "image_size=32,depths=[1,1,2,2],qkv_bias=True"
 _OPEN, _CLOSE = "([{", ")]}"
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
@@ -50,7 +53,11 @@ def split_entries(text: str) -> list[str]:
     return [entry.strip() for entry in entries if entry.strip()]
 
 
-def _value(entry: str, raw: str, flag: str) -> Any:
+def _form(example: str) -> str:
+    return f'key=value[,key=value...], e.g. "{example}"'
+
+
+def _value(entry: str, raw: str, flag: str, example: str) -> Any:
     text = raw.strip()
     try:
         return ast.literal_eval(text)
@@ -61,24 +68,25 @@ def _value(entry: str, raw: str, flag: str) -> Any:
     if not text or text[0] in _OPEN + _CLOSE + "'\"" or text[-1] in _CLOSE + "'\"":
         raise ValueError(
             f"{flag}: {entry!r}: {text!r} is not a value (a number, True/False, None, a string or a list like "
-            f"[1,1,2,2]); expected {FORM}"
+            f"[1,1,2,2]); expected {_form(example)}"
         )
     return text  # a bare word: a string (hidden_act=gelu)
 
 
-def parse_config_overrides(text: str, flag: str = FLAG) -> dict[str, Any]:
-    """``{key: value}`` of ``text`` (see the module); a malformed entry is a one-line ``ValueError``."""
+def parse_config_overrides(text: str, flag: str = FLAG, example: str = EXAMPLE) -> dict[str, Any]:
+    """``{key: value}`` of ``text`` (see the module); a malformed entry is a one-line ``ValueError`` naming
+    ``flag``, the entry and the form (with ``example``)."""
     values: dict[str, Any] = {}
     for entry in split_entries(text):
         key, sep, raw = entry.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise ValueError(f"{flag}: {entry!r} is not key=value; expected {FORM}")
+            raise ValueError(f"{flag}: {entry!r} is not key=value; expected {_form(example)}")
         if key in values:
             raise ValueError(f"{flag}: {key} is given twice ({key}={values[key]!r} and {entry!r}); give it once")
-        values[key] = _value(entry, raw, flag)
+        values[key] = _value(entry, raw, flag, example)
     if not values:
-        raise ValueError(f"{flag}: {text!r} holds no key=value entry; expected {FORM}")
+        raise ValueError(f"{flag}: {text!r} holds no key=value entry; expected {_form(example)}")
     return values
 
 
@@ -140,9 +148,56 @@ def apply_config_overrides(config: Any, text: str, flag: str = FLAG) -> dict[str
     return values
 
 
+#: Arguments of 🤗's schedule functions that the Trainer passes itself, never through ``--lr_scheduler_kwargs``.
+_SCHEDULER_OWN = ("optimizer", "num_warmup_steps", "num_training_steps", "last_epoch")
+
+
+def scheduler_kwargs(value: Any, scheduler_type: Any, flag: str = "--lr_scheduler_kwargs") -> Any:
+    """``--lr_scheduler_kwargs`` as a dict: a JSON object (``'{"min_lr_rate": 0.1}'``, as 🤗) or ``key=value``
+    entries (:func:`parse_config_overrides`: ``min_lr_rate=0.1``), each key an argument of the
+    ``--lr_scheduler_type`` schedule function (else :func:`unknown_key_message`). 🤗 keeps any other string as it
+    is (a file path, for its other dict fields), so a schedule would get a string, or nothing when the schedule
+    ignores it; a dict or ``None`` is checked the same way and returned."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as err:
+                raise ValueError(
+                    f"{flag} {text!r} is not a JSON object ({first_line(err)}); expected e.g. "
+                    "'{\"min_lr_rate\": 0.1}' or min_lr_rate=0.1"
+                ) from err
+            if not isinstance(value, dict):
+                raise ValueError(f"{flag} {text!r} is not a JSON object")
+        else:
+            value = parse_config_overrides(text, flag, example="min_lr_rate=0.1") if text else {}
+    if not value:
+        return value
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+    from transformers.trainer_utils import SchedulerType
+
+    try:
+        function = TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(getattr(scheduler_type, "value", scheduler_type))]
+    except (ValueError, KeyError):  # an unknown --lr_scheduler_type: 🤗's own check names it
+        return value
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return value
+    accepted = sorted(name for name in parameters if name not in _SCHEDULER_OWN)
+    owner = f"the {SchedulerType(getattr(scheduler_type, 'value', scheduler_type)).value} schedule"
+    for key in value:
+        if key not in accepted and accepted:
+            raise ValueError(unknown_key_message(key, accepted, owner, flag))
+        if key not in accepted:
+            raise ValueError(f"{flag}: {key!r}: {owner} takes no keyword arguments")
+    return value
+
+
 __all__ = [
     "apply_config_overrides",
     "parse_config_overrides",
+    "scheduler_kwargs",
     "split_entries",
     "typed_overrides",
     "unknown_key_message",

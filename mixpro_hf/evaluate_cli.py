@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from .attention import capture_cls_attention, cls_token_layout, supports_cls_attention
-from .class_labels import INTEGER_DTYPES, _is_dtype, encode_string_labels, label_names
+from .class_labels import (
+    INTEGER_DTYPES,
+    _check_no_missing,
+    _is_dtype,
+    _label_array,
+    encode_string_labels,
+    label_names,
+)
 from .class_subsets import class_subset
 from .data import (
     IMAGE_COLUMNS,
@@ -268,12 +275,13 @@ def load_evaluation_data(
 
 
 def _check_integer_labels(rows: Any, label_column: str, source: str) -> int:
-    """The largest id of an integer label column (no names); refuses other types and negative ids."""
+    """The largest id of an integer label column (no names); refuses other types, missing and negative ids."""
     if not _is_dtype(rows.features[label_column], INTEGER_DTYPES):
         raise ValueError(
             f"label column {label_column!r} of data set {source!r} is {rows.features[label_column]}: expected class "
             "names, a ClassLabel or integer ids"
         )
+    _check_no_missing(_label_array(rows, label_column), label_column, f" of data set {source!r}")
     ids = np.asarray(rows.with_format("numpy")[label_column])
     if ids.min() < 0:
         raise ValueError(f"label column {label_column!r} of data set {source!r} holds negative ids ({ids.min()})")

@@ -62,6 +62,21 @@ def test_mixpro_evaluate_refuses_blank_class_names(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_mixpro_evaluate_refuses_missing_integer_ids(tmp_path, capsys):
+    """Integer labels without names: a missing id was a NaN and a traceback-like ``cannot convert float NaN``."""
+    from conftest import make_tiny_vit
+
+    model_dir = tmp_path / "model"
+    make_tiny_vit().save_pretrained(model_dir)
+    from transformers import ViTImageProcessor
+
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(model_dir)
+    data = write_parquet(tmp_path / "ids.parquet", random_images(3), [0, None, 1], image_key="image")
+    assert evaluate_cli.main([str(model_dir), "--dataset", str(data), "--output_dir", str(tmp_path / "r")]) == 2
+    assert "label column 'label' of data set" in (line := error_line(capsys, "mixpro-evaluate")), line
+    assert "has 1 missing labels" in line
+
+
 def test_a_blank_classlabel_name_an_image_folder_and_a_stream(tmp_path):
     rows = Dataset.from_dict({"label": [0, 1, 2, 1]}).cast_column("label", ClassLabel(names=[" ", "cat", "dog"]))
     with pytest.raises(
@@ -132,3 +147,40 @@ def test_a_list_override_through_the_cli(tmp_path):
     assert train.main(argv) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["depths"] == [1, 1] and config["num_heads"] == [1, 2] and config["qkv_bias"] is False
+
+
+# ---------------------------------------------------------------------- --lr_scheduler_kwargs (another key=value flag)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('{"min_lr_rat": 0.1}', "'min_lr_rat' is not a key of the cosine_with_min_lr schedule; closest: min_lr_rate"),
+        ("{min_lr_rate: 0.1}", "--lr_scheduler_kwargs '{min_lr_rate: 0.1}' is not a JSON object (Expecting property"),
+        ("min_lr_rate", "--lr_scheduler_kwargs: 'min_lr_rate' is not key=value; expected key=value"),
+    ],
+)
+def test_bad_scheduler_kwargs_are_one_line(tmp_path, capsys, value, message):
+    """🤗 kept a string that is not JSON as it is (the schedule then got a string, or nothing) and let an unknown
+    key fail at the first step."""
+    argv = fast(tmp_path, "--lr_schedule", "lr_scheduler_type", "--lr_scheduler_type", "cosine_with_min_lr")
+    try:
+        code = train.main([*argv, "--lr_scheduler_kwargs", value])
+    except SystemExit as exit_:  # the argument parser's own one line (and its usage line)
+        code = exit_.code
+    assert code == 2
+    assert message in error_line(capsys, "mixpro-train")
+    assert not (tmp_path / "out").exists()
+
+
+def test_scheduler_kwargs_as_key_value():
+    from mixpro_hf.training_args import MixProTrainingArguments
+
+    args = MixProTrainingArguments(
+        output_dir="unused",
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs="min_lr_rate=0.1,num_cycles=0.5",
+    )
+    assert args.lr_scheduler_kwargs == {"min_lr_rate": 0.1, "num_cycles": 0.5}
+    with pytest.raises(ValueError, match="'num_cycles': the linear schedule takes no keyword arguments"):
+        MixProTrainingArguments(output_dir="unused", lr_scheduler_type="linear", lr_scheduler_kwargs="num_cycles=2")
