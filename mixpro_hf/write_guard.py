@@ -2,10 +2,10 @@
 
 Every write of every entry point (checkpoints, the final model, figures, the model card, the run record,
 ``mixpro-evaluate``'s results, ``mixpro-card``) runs inside :func:`reporting_write_failures`, which turns a write
-failure (:func:`write_error`: an ``OSError`` anywhere in the exception's cause chain, safetensors'
+failure (:func:`write_error`: an ``OSError`` in the exception's ``__cause__`` chain, safetensors'
 ``SafetensorError`` such as ``Error while serializing: I/O error: No space left on device (os error 28)``, or
-torch's failed archive write, ``unexpected pos 576 vs 534``) into :class:`WriteFailed`, whose ``str()`` is one line; the
-scripts print it and exit 1. Any other exception passes through unchanged.
+torch's failed archive write, ``unexpected pos 576 vs 534``) into :class:`WriteFailed`, whose ``str()`` is one
+line; the scripts print it and exit 1. Any other exception passes through unchanged.
 
 Files are written so that nothing half-written is left where it would be taken for complete: checkpoints and the
 final model go through a staging folder (:class:`~mixpro_hf.trainer.MixProTrainer`); single files through
@@ -27,9 +27,9 @@ from typing import IO, Any
 
 #: Suffix of the temporary files of :func:`atomic_write` (hidden, so never taken for a complete output).
 PARTIAL_SUFFIX = ".mixpro-partial"
-_OS_ERROR_CODE = re.compile(r"(?:os error|code:)\s*(\d+)", re.IGNORECASE)
-#: Messages of write failures that carry no ``errno`` (torch's archive writer).
-_WRITE_FAILURE_TEXT = ("PytorchStreamWriter failed writing", "file write failed", "unexpected pos", "iostream error")
+_OS_ERROR_CODE = re.compile(r"\bos error (\d+)", re.IGNORECASE)
+#: Messages of torch's archive writer (``torch.save``), which carry no ``errno``.
+_WRITE_FAILURE_TEXT = ("PytorchStreamWriter failed writing", "file write failed", "unexpected pos")
 #: Error numbers only a write gives (a read never fails for these): what the entry points' safety net takes.
 WRITE_ONLY_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
@@ -67,17 +67,18 @@ def _from_os_error(err: OSError) -> WriteError:
 
 
 def _from_message(err: BaseException) -> WriteError | None:
+    """A writer's own error type: safetensors' serialisation error (its ``os error N``), torch's archive writer."""
     text = str(err).strip()
-    match = _OS_ERROR_CODE.search(text)
-    if match:
-        code = int(match.group(1))
-        return WriteError(code, os.strerror(code), from_writer=True)
     first = text.splitlines()[0] if text else type(err).__name__
+    if type(err).__name__ == "SafetensorError" and re.search(r"\bserializ", text):  # not a read's (deserializing) error
+        match = _OS_ERROR_CODE.search(text)
+        if match:
+            code = int(match.group(1))
+            return WriteError(code, os.strerror(code), from_writer=True)
+        return WriteError(None, first, from_writer=True)
     if any(mark in text for mark in _WRITE_FAILURE_TEXT):  # torch.save's archive writer gives no errno
         detail = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", first)
         return WriteError(None, f"torch's writer stopped short ({detail}): the volume is likely full", from_writer=True)
-    if type(err).__name__ == "SafetensorError":
-        return WriteError(None, first, from_writer=True)
     return None
 
 

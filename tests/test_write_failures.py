@@ -55,6 +55,8 @@ def test_write_error_finds_the_cause_of_every_writer():
     wrapped.__cause__ = OSError(errno.EROFS, os.strerror(errno.EROFS), "/out/x.json")
     assert (write_error(wrapped).errno, write_error(wrapped).path) == (errno.EROFS, "/out/x.json")
     assert write_error(ValueError("bad value")) is None
+    assert write_error(safetensors.SafetensorError("Error while deserializing header: HeaderTooLarge")) is None
+    assert write_error(RuntimeError("the Hub answered with status code: 404")) is None
     assert write_error(FileNotFoundError("out is not a training output folder")) is None  # the code's own message
 
 
