@@ -116,20 +116,21 @@ def _typed(key: str, value: Any, current: Any, config_name: str, flag: str) -> A
 
 
 def unknown_key_message(key: str, keys: list[str], config_name: str, flag: str = FLAG) -> str:
-    """One line: ``key`` is not among ``keys``; the closest matches first, then the others."""
+    """One line: ``key`` is not among ``keys``; the closest matches first, then the others in the given order."""
     close = difflib.get_close_matches(key, keys, n=5, cutoff=0.5)
-    others = [k for k in sorted(keys) if k not in close]
+    others = [k for k in keys if k not in close and not k.startswith("_")]
     hint = f"closest: {', '.join(close)}; " if close else ""
     return f"{flag}: {key!r} is not a key of {config_name}; {hint}it has {few_values(others, limit=12)}"
 
 
 def typed_overrides(text: str, current: dict[str, Any], owner: str, flag: str = FLAG) -> dict[str, Any]:
-    """The entries of ``text`` (:func:`parse_config_overrides`), each a key of ``current`` (``{key: value now}``;
-    else :func:`unknown_key_message`) and in the type of its value (:func:`_typed`); ``owner`` names them."""
+    """The entries of ``text`` (:func:`parse_config_overrides`), each a key of ``current`` (``{key: value now}``,
+    listed in its order by :func:`unknown_key_message`) and in the type of its value (:func:`_typed`); ``owner``
+    names them."""
     values = parse_config_overrides(text, flag)
     for key, value in values.items():
         if key not in current:
-            raise ValueError(unknown_key_message(key, sorted(current), owner, flag))
+            raise ValueError(unknown_key_message(key, list(current), owner, flag))
         values[key] = _typed(key, value, current[key], owner, flag)
     return values
 
@@ -137,8 +138,12 @@ def typed_overrides(text: str, current: dict[str, Any], owner: str, flag: str = 
 def apply_config_overrides(config: Any, text: str, flag: str = FLAG) -> dict[str, Any]:
     """Set the entries of ``text`` on the 🤗 ``config`` (its keys and their aliases, ``attribute_map``), typed as
     its values (:func:`typed_overrides`); returns what was set."""
+    from transformers import PretrainedConfig
+
     keys = {*config.to_dict(), *getattr(config, "attribute_map", {})}
-    current = {key: getattr(config, key) for key in keys if hasattr(config, key)}
+    common = set(PretrainedConfig().to_dict())  # the keys every config has come after the model's own
+    ordered = sorted(keys, key=lambda key: (key in common, key))
+    current = {key: getattr(config, key) for key in ordered if hasattr(config, key)}
     values = typed_overrides(text, current, type(config).__name__, flag)
     for key, value in values.items():
         try:
