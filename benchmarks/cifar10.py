@@ -75,6 +75,7 @@ from mixpro_hf import (  # noqa: E402
     mix_batch,
     optimizer_param_groups,
 )
+from mixpro_hf.config_overrides import typed_overrides  # noqa: E402
 from mixpro_hf.robustness import DROP_RATIOS, drop_patches  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -245,16 +246,10 @@ def parse_method(spec: str, settings: Settings) -> MixProConfig:
         "mask_scale": settings.mask_scale,
         "alpha_strategy": settings.alpha_strategy,
     }
-    types = {f.name: type(getattr(MixProConfig(), f.name)) for f in fields(MixProConfig)}
-    for item in filter(None, rest.split(",")):
-        key, sep, raw = item.partition("=")
-        if not sep or key not in types:
-            raise ValueError(f"method {spec!r}: {item!r} is not key=value with a MixProConfig field")
-        kind = types[key]
-        if kind is bool:
-            values[key] = raw.lower() in ("1", "true", "yes")
-        else:
-            values[key] = kind(raw) if kind in (int, float) else raw
+    defaults = MixProConfig()
+    current = {f.name: getattr(defaults, f.name) for f in fields(MixProConfig)}
+    if rest.strip():  # the --config_overrides reader: lists, booleans, numbers; a bad entry or key is one line
+        values.update(typed_overrides(rest, current, "MixProConfig", flag=f"method {spec!r}"))
     return MixProConfig(**values)
 
 
@@ -543,6 +538,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         bf16=not args.no_bf16,
         compile=args.compile,
     )
+    for spec in args.methods:  # a bad method spec: one line (exit 2) before any data is read
+        try:
+            parse_method(spec, settings)
+        except ValueError as err:
+            parser.error(str(err))
     data_dir = resolve_data_dir(args.data_dir)
     cache_dir = Path(args.cache_dir) if Path(args.cache_dir).is_absolute() else REPO_ROOT / args.cache_dir
     train_x, train_y = load_split(data_dir, "train", cache_dir)

@@ -59,9 +59,12 @@ def environment() -> dict[str, Any]:
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``results/<name>.json`` with the environment record and print where it went."""
+    """Write ``results/<name>.json`` with the environment record (atomically: a full disk leaves the previous
+    result, never half a file) and print where it went."""
+    from mixpro_hf.write_guard import atomic_write_text
+
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
     print(f"wrote {path}")
     return path

@@ -47,7 +47,15 @@ from mixpro_hf import (
     write_model_card,
 )
 from mixpro_hf.divergence import NonFiniteLossWatch, TrainingDiverged, check_finite_weights
+from mixpro_hf.output_guard import LOCK_FILE, remove_if_written_by_this_run
 from mixpro_hf.schedule import create_lr_scheduler
+from mixpro_hf.write_guard import (
+    WriteFailed,
+    atomic_write_text,
+    check_folder_exists,
+    reporting_write_failures,
+    run_write_failure,
+)
 
 PROG = Path(__file__).name
 
@@ -94,8 +102,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Parse, train, evaluate and save; bad input exits 2 and a diverged run (a NaN/inf loss) exits 1, each with
-    one line on stderr and nothing non-finite saved."""
+    """Parse, train, evaluate and save; bad input exits 2, a diverged run (a NaN/inf loss) and a failed write (a
+    full disk, a read-only or vanished folder: :mod:`mixpro_hf.write_guard`) exit 1, each with one line on stderr,
+    nothing non-finite or half-written saved."""
     try:  # bad input, found before training: one line on stderr and exit 2, as mixpro-train
         model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else list(argv))
         streaming = data_args.streaming  # prepare refuses a stream without --max_steps (it has no length)
@@ -103,10 +112,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             raise ValueError("this example trains: evaluate a saved model with mixpro-train --do_train False")
         accelerator = make_accelerator(args, streaming)
         # one run per output folder: the main process holds its lock (the other ranks of this run share it)
-        lock = OutputDirLock(args.output_dir).acquire() if accelerator.is_main_process else None
+        with reporting_write_failures(run_write_failure(args.output_dir, Path(args.output_dir) / LOCK_FILE)):
+            lock = OutputDirLock(args.output_dir).acquire() if accelerator.is_main_process else None
     except (ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except WriteFailed as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     try:
         prepared = prepare(model_args, data_args, args)
     except (ValueError, FileNotFoundError) as err:
@@ -115,8 +128,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        return train_and_save(accelerator, prepared, model_args, data_args, args)
-    except TrainingDiverged as err:
+        with reporting_write_failures(run_write_failure(args.output_dir), writes_only=False, within=args.output_dir):
+            return train_and_save(accelerator, prepared, model_args, data_args, args)
+    except (TrainingDiverged, WriteFailed) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
@@ -228,12 +242,19 @@ def train_and_save(
     accelerator.save_state(str(output_dir / f"checkpoint-{step}"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(output_dir)
-        prepared.processor.save_pretrained(output_dir)
-        (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (output_dir / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}) + "\n")
-        write_figures(prepared, history, output_dir, args.mask_scale, args.seed)
-        write_model_card(output_dir)
+        check_folder_exists(output_dir)  # never recreate a vanished folder without the run's record
+        before = {p.name for p in output_dir.iterdir()}
+        # a failed write removes every file of this block (nothing half-written is taken for the final model)
+        with reporting_write_failures(
+            run_write_failure(output_dir), cleanup=lambda: remove_if_written_by_this_run(output_dir, before)
+        ):
+            accelerator.unwrap_model(model).save_pretrained(output_dir)
+            prepared.processor.save_pretrained(output_dir)
+            atomic_write_text(output_dir / "all_results.json", json.dumps(metrics, indent=2) + "\n")
+            state = json.dumps({"global_step": step, "log_history": history}) + "\n"
+            atomic_write_text(output_dir / "trainer_state.json", state)
+            write_figures(prepared, history, output_dir, args.mask_scale, args.seed)
+            write_model_card(output_dir)
         accelerator.print("final metrics:", json.dumps(metrics))
     return metrics
 

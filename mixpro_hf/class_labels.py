@@ -36,10 +36,26 @@ def _label_array(dataset: Dataset, label_column: str) -> pa.ChunkedArray:
     return dataset.select_columns([label_column]).with_format("arrow")[:][label_column]
 
 
-def _check_no_missing(values: pa.ChunkedArray, label_column: str, where: str) -> None:
-    if values.null_count:
+def blank_names(names: Sequence[Any]) -> list[int]:
+    """The ids of ``names`` that are blank (``""`` or whitespace only): a blank class name is a missing label."""
+    return [i for i, name in enumerate(names) if not str(name).strip()]
+
+
+def _check_no_missing(values: pa.ChunkedArray, label_column: str, where: str, feature: Any = None) -> None:
+    """Refuse missing labels, counted: ``None``, a blank or whitespace-only class name (a string, or an id whose
+    ``ClassLabel`` name, ``feature``, is blank)."""
+    missing = values.null_count
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        missing += pc.sum(pc.equal(pc.utf8_trim_whitespace(values), "")).as_py() or 0
+    blank = blank_names(feature.names) if isinstance(feature, ClassLabel) else []
+    if blank:
+        missing += pc.sum(pc.is_in(values, pa.array(blank, type=values.type))).as_py() or 0
+    if missing or blank:
+        what = "a blank or whitespace-only class name"
+        if blank:
+            what = f"the blank class name {feature.names[blank[0]]!r} of ClassLabel id {blank[0]}"
         raise ValueError(
-            f"label column {label_column!r}{where} has {values.null_count} missing labels (None): label or drop "
+            f"label column {label_column!r}{where} has {missing} missing labels (None, or {what}): label or drop "
             "those rows"
         )
 
@@ -85,7 +101,7 @@ def label_names(dataset: Dataset, label_column: str, num_labels: int | None = No
     """
     feature = dataset.features[label_column]
     values = _label_array(dataset, label_column)
-    _check_no_missing(values, label_column, "")
+    _check_no_missing(values, label_column, "", feature)
     if isinstance(feature, ClassLabel):
         names = list(feature.names)
         if num_labels is not None and num_labels != len(names):
@@ -172,6 +188,7 @@ def _align_split(
     values = _label_array(dataset, label_column)
     if isinstance(feature, ClassLabel):
         own = list(feature.names)
+        _check_no_missing(values, label_column, where, feature)
         _check_ids(values, label_column, len(own), where, f"(its ClassLabel has {len(own)} names; -1 means unlabelled)")
         if own == names:
             return dataset

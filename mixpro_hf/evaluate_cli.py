@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from .attention import capture_cls_attention, cls_token_layout, supports_cls_attention
-from .class_labels import INTEGER_DTYPES, _is_dtype, encode_string_labels, label_names
+from .class_labels import (
+    INTEGER_DTYPES,
+    _check_no_missing,
+    _is_dtype,
+    _label_array,
+    encode_string_labels,
+    label_names,
+)
 from .class_subsets import class_subset
 from .data import (
     IMAGE_COLUMNS,
@@ -47,6 +54,14 @@ from .modeling import model_geometry
 from .preflight import first_line
 from .robustness import DROP_RATIOS, OCCLUSION_MODES, attention_priority, occlusion_correct
 from .streaming import _raw_streams, _stream_label_names
+from .write_guard import (
+    WriteError,
+    WriteFailed,
+    atomic_savefig,
+    atomic_write_text,
+    failure_line,
+    reporting_write_failures,
+)
 
 __all__ = ["EvaluateArguments", "evaluate_model", "load_classifier", "load_evaluation_data", "main", "markdown_table"]
 
@@ -260,12 +275,13 @@ def load_evaluation_data(
 
 
 def _check_integer_labels(rows: Any, label_column: str, source: str) -> int:
-    """The largest id of an integer label column (no names); refuses other types and negative ids."""
+    """The largest id of an integer label column (no names); refuses other types, missing and negative ids."""
     if not _is_dtype(rows.features[label_column], INTEGER_DTYPES):
         raise ValueError(
             f"label column {label_column!r} of data set {source!r} is {rows.features[label_column]}: expected class "
             "names, a ClassLabel or integer ids"
         )
+    _check_no_missing(_label_array(rows, label_column), label_column, f" of data set {source!r}")
     ids = np.asarray(rows.with_format("numpy")[label_column])
     if ids.min() < 0:
         raise ValueError(f"label column {label_column!r} of data set {source!r} holds negative ids ({ids.min()})")
@@ -578,8 +594,10 @@ def plot_occlusion(records: Sequence[dict[str, Any]], labels: Sequence[str], pat
         title += f"; salient / non-salient ranked by {sources.pop()}"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, path, dpi=130)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -686,22 +704,48 @@ def run(models: Sequence[str], args: EvaluateArguments) -> tuple[list[dict[str, 
         model.to("cpu")
     table = markdown_table(records, labels)
     if accelerator.is_main_process:
+        _write_results(output_dir, models, records, labels, table, args)
+    return records, table
+
+
+def _write_results(
+    output_dir: Path,
+    models: Sequence[str],
+    records: list[dict[str, Any]],
+    labels: list[str],
+    table: str,
+    args: EvaluateArguments,
+) -> None:
+    """The result files (each written atomically), the occlusion plot and, with ``--update_card``, the models'
+    cards; a failed write (a full disk, ...) is one line naming the file and the files already complete."""
+    written: list[str] = []
+
+    def describe(cause: WriteError) -> str:
+        kept = f"complete: {', '.join(written)}" if written else "no result file was written"
+        return failure_line(target, cause, kept, "run mixpro-evaluate again (--overwrite_output_dir True)", output_dir)
+
+    data_slug = _slug(args.dataset)
+    files = [(output_dir / f"{label}__{data_slug}.json", json.dumps(record, indent=2) + "\n")
+             for label, record in zip(labels, records, strict=True)]  # fmt: skip
+    target: Path = output_dir
+    with reporting_write_failures(describe):
         output_dir.mkdir(parents=True, exist_ok=True)
-        data_slug = _slug(args.dataset)
-        for label, record in zip(labels, records, strict=True):
-            path = output_dir / f"{label}__{data_slug}.json"
-            path.write_text(json.dumps(record, indent=2) + "\n")
-        (output_dir / RESULTS_TABLE).write_text(table)
-        plot_occlusion(records, labels, output_dir / OCCLUSION_PLOT)
+        for target, text in [*files, (output_dir / RESULTS_TABLE, table)]:
+            atomic_write_text(target, text)
+            written.append(target.name)
+        target = output_dir / OCCLUSION_PLOT
+        if plot_occlusion(records, labels, target) is not None:
+            written.append(target.name)
         if args.update_card:
             from .model_card import add_evaluation_results
 
             for name, record in zip(models, records, strict=True):
                 if _is_local(name):
+                    target = Path(name).expanduser().resolve() / "README.md"
                     print(f"card updated: {add_evaluation_results(name, record, _dataset_type(args.dataset))}")
+                    written.append(str(target))
                 else:
                     print(f"{name}: not a local folder, its card is not updated")
-    return records, table
 
 
 def _dataset_type(source: str) -> str:
@@ -713,7 +757,7 @@ def _dataset_type(source: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``mixpro-evaluate``: 0 on success, 2 for bad input (one line on stderr)."""
+    """``mixpro-evaluate``: 0 on success, 2 for bad input, 1 for a failed write (one line on stderr)."""
     models, args = parse_arguments(argv)
     from accelerate import PartialState
 
@@ -727,6 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {first_line(err)}", file=sys.stderr)
         return 2
+    except WriteFailed as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     finally:
         end_process_group()
     return 0

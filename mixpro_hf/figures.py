@@ -34,6 +34,7 @@ from torch import nn
 from .attention import capture_cls_attention, supports_cls_attention
 from .labels import attention_lambda
 from .mixing import check_mask_grid, maskmix_mask
+from .write_guard import atomic_savefig
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,8 +77,10 @@ def _pyplot() -> Any:
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    try:
+        atomic_savefig(fig, path, dpi=110)  # a full disk leaves no half-written PNG
+    finally:
+        _pyplot().close(fig)
     return path
 
 

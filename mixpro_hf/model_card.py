@@ -21,6 +21,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .hub import PushToHubError, check_push_target, files_to_push, push_output_dir
 from .recipe import MixProConfig
+from .write_guard import WriteFailed, atomic_write_text, failure_line, reporting_write_failures
 
 __all__ = [
     "MIXPRO_BIBTEX", "NOT_RECORDED", "PushToHubError", "add_evaluation_results", "card_main", "check_push_target",
@@ -279,7 +280,7 @@ def write_model_card(output_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
             raise FileExistsError(f"{path} was not written by mixpro_hf; it is kept (move it away to write the card)")
         card.data.eval_results = _merged_results(card.data.eval_results, ModelCard.load(path).data.eval_results)
         card.data.model_name = card.data.model_name or Path(output_dir).expanduser().resolve().name
-    path.write_text(str(card), encoding="utf-8")
+    atomic_write_text(path, str(card))  # a full disk leaves the previous card, never half a one
     return path
 
 
@@ -321,12 +322,13 @@ def add_evaluation_results(model_dir: str | os.PathLike[str], record: dict[str, 
     ]  # fmt: skip
     card.data.eval_results = _merged_results(new, card.data.eval_results)
     card.data.model_name = card.data.model_name or Path(model_dir).expanduser().resolve().name
-    card.save(path)
+    atomic_write_text(path, str(card))
     return path
 
 
 def card_main(argv: Sequence[str] | None = None) -> int:
-    """``mixpro-card OUTPUT_DIR``: write the card, and with ``--push`` upload the folder (exit 1: push failed)."""
+    """``mixpro-card OUTPUT_DIR``: write the card, and with ``--push`` upload the folder (exit 1: the card could not
+    be written, :mod:`~mixpro_hf.write_guard`, or the push failed)."""
     parser = argparse.ArgumentParser(prog="mixpro-card", description="Write (and push) a MixPro run's model card.")
     parser.add_argument("output_dir", help="training output folder (with config.json)")
     parser.add_argument("--repo_id", help="Hub model repository, e.g. user/vit-mixpro")
@@ -338,9 +340,12 @@ def card_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.push and not args.repo_id:
         parser.error("--push requires --repo_id")
+    target = Path(args.output_dir).expanduser() / "README.md"
+    kept = "the previous README.md is unchanged" if target.is_file() else "no card was written"
     try:
-        path = write_model_card(args.output_dir, repo_id=args.repo_id, license=args.license,
-                                dataset_name=args.dataset_name)  # fmt: skip
+        with reporting_write_failures(lambda cause: failure_line(target, cause, kept, "run mixpro-card again")):
+            path = write_model_card(args.output_dir, repo_id=args.repo_id, license=args.license,
+                                    dataset_name=args.dataset_name)  # fmt: skip
         print(f"model card written to {path}")
         if args.push:
             url = push_output_dir(args.output_dir, args.repo_id, token=args.token, private=args.private)
@@ -348,7 +353,7 @@ def card_main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"mixpro-card: error: {err}", file=sys.stderr)
         return 2
-    except PushToHubError as err:
+    except (PushToHubError, WriteFailed) as err:
         print(f"mixpro-card: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from .ca_swin import CaSwinConfig, CaSwinForImageClassification
+from .config_overrides import apply_config_overrides, parse_config_overrides
 from .drop_path import apply_drop_path
 from .presets import MODEL_PRESETS, preset_config
 
@@ -137,6 +138,10 @@ class ModelArguments:
             "repositories you trust (datasets 4+ never run dataset scripts)."
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.config_overrides:  # the form of every entry, checked before any data is loaded
+            parse_config_overrides(self.config_overrides)
 
     def pretrained_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of every ``from_pretrained`` call: cache, revision, token, remote code."""
@@ -267,23 +272,13 @@ def _square(value: Any, what: str, model_type: str) -> int | None:
 
 
 def _apply_overrides(config: Any, overrides: str) -> None:
-    """``--config_overrides "k=v,..."`` on a 🤗 config; for a timm model (``TimmWrapperConfig``) the keys go to
-    ``model_args`` (``timm.create_model``'s keyword arguments), typed as Python literals."""
+    """``--config_overrides "k=v,..."`` on a 🤗 config (:func:`~mixpro_hf.config_overrides.apply_config_overrides`:
+    lists, booleans, floats, strings, ``None``); for a timm model (``TimmWrapperConfig``) the keys go to
+    ``model_args`` (``timm.create_model``'s keyword arguments), read the same way."""
     if getattr(config, "model_type", None) != "timm_wrapper":
-        config.update_from_string(overrides)
+        apply_config_overrides(config, overrides)
         return
-    import ast
-
-    values: dict[str, Any] = {}
-    for item in overrides.split(","):
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--config_overrides: {item!r} is not key=value")
-        try:
-            values[key.strip()] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            values[key.strip()] = text.strip()
-    config.model_args = {**(config.model_args or {}), **values}
+    config.model_args = {**(config.model_args or {}), **parse_config_overrides(overrides)}
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE
 from .model_card import REPLACEABLE
 from .trainer import STAGING_DIR
+from .write_guard import PARTIAL_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ RUN_OUTPUTS = (
     "config.json", "preprocessor_config.json", "training_args.bin", "model.safetensors", "model-*.safetensors",
     "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json", "checkpoint-*", STAGING_DIR,
     "runs",  # TensorBoard logs (--report_to tensorboard)
+    f".*{PARTIAL_SUFFIX}",  # a file write_guard.atomic_write was writing when the run was killed
 )  # fmt: skip
 
 

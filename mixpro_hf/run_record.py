@@ -25,6 +25,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .recipe import MixProConfig
+from .write_guard import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ class RunRecorder(TrainerCallback):
         self.record = record
         if args.should_save:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            atomic_write_text(self.output_dir / RUN_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def save_run_record(
@@ -324,4 +325,4 @@ def save_run_record(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     record = run_record(model_args, data_args, training_args, label_names)
-    (output_dir / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(output_dir / RUN_FILE, json.dumps(record, indent=2) + "\n")

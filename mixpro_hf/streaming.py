@@ -14,7 +14,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, IterableDataset, load_dataset
 from datasets import Image as DatasetsImage
 
-from .class_labels import INTEGER_DTYPES, _align_split, _is_dtype
+from .class_labels import INTEGER_DTYPES, _align_split, _is_dtype, blank_names
 from .data import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
@@ -42,6 +42,12 @@ def _stream_label_names(features: Any, label_column: str, num_labels: int | None
             raise ValueError(
                 f"--num_labels {num_labels} does not match the {feature.num_classes} ClassLabel names of label "
                 f"column {label_column!r}: leave --num_labels unset"
+            )
+        blank = blank_names(feature.names)
+        if blank:  # a stream's rows cannot be counted before training: its label space is refused
+            raise ValueError(
+                f"label column {label_column!r}: the ClassLabel's class name {feature.names[blank[0]]!r} (id "
+                f"{blank[0]}) is blank, and a blank class name is a missing label: name the class or drop its rows"
             )
         return list(feature.names)
     if _is_dtype(feature, INTEGER_DTYPES) and num_labels is not None:

@@ -25,7 +25,7 @@ import transformers
 from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
 from .divergence import TrainingDiverged
 from .hub import PushToHubError
-from .output_guard import OutputDirLock, remove_if_written_by_this_run
+from .output_guard import LOCK_FILE, OutputDirLock, remove_if_written_by_this_run
 from .pipeline import (
     calibrate,
     end_process_group,
@@ -36,7 +36,8 @@ from .pipeline import (
     run_recorder,
     write_figures,
 )
-from .trainer import CheckpointSaveError, MixProTrainer, TrainingStopped
+from .trainer import MixProTrainer, TrainingStopped
+from .write_guard import WriteFailed, check_folder_exists, reporting_write_failures, run_write_failure
 
 logger = logging.getLogger("mixpro_hf.train")
 LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"
@@ -73,10 +74,12 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     setup_logging(training_args)
     output_dir = Path(training_args.output_dir).expanduser()
     before = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
-    lock = OutputDirLock(output_dir).acquire() if training_args.should_save else None
+    with reporting_write_failures(run_write_failure(output_dir, output_dir / LOCK_FILE)):  # a read-only volume
+        lock = OutputDirLock(output_dir).acquire() if training_args.should_save else None
     trainers: list[MixProTrainer] = []
     try:
-        return _run(model_args, data_args, training_args, given, trainers)
+        with reporting_write_failures(run_write_failure(output_dir), writes_only=False, within=output_dir):
+            return _run(model_args, data_args, training_args, given, trainers)
     except BaseException:
         if lock is not None and not (trainers and trainers[0].state.global_step > 0):  # failed before a first step
             remove_if_written_by_this_run(output_dir, before)
@@ -134,6 +137,8 @@ def _run(
     # another machine may not even see that file (no shared file system), or see it half rewritten.
     results: dict[str, Any] = {}
     if train_result is not None:
+        if trainer.is_world_process_zero():  # never recreate a vanished folder without the run's checkpoints
+            check_folder_exists(output_dir)
         trainer.save_model()
         metrics: dict[str, Any] = dict(train_result.metrics)
         if num_examples(prepared.train_set) is not None:  # a stream (--streaming) has no length
@@ -180,8 +185,9 @@ def _final_metrics(trainer: MixProTrainer, output_dir: Path, results: dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; one line on stderr for: bad input found before training (exit 2), a failed checkpoint
-    save or Hub push, a diverged run (a NaN/inf loss; nothing non-finite saved) (exit 1), a SIGTERM that stopped
+    """Console entry point; one line on stderr for: bad input found before training (exit 2), a failed write (a
+    checkpoint, the final model, a figure, the card, the run record, ...: :mod:`~mixpro_hf.write_guard`) or Hub
+    push, a diverged run (a NaN/inf loss; nothing non-finite saved) (exit 1), a SIGTERM that stopped
     training after a checkpoint (exit 143)."""
     handler = _console_handler()
     try:
@@ -194,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"mixpro-train: error: {err}", file=sys.stderr)
         return 2
-    except (CheckpointSaveError, PushToHubError, TrainingDiverged) as err:
+    except (WriteFailed, PushToHubError, TrainingDiverged) as err:
         print(f"mixpro-train: error: {err}", file=sys.stderr)
         return 1
     finally:

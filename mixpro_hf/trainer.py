@@ -7,7 +7,8 @@ the patch size, number of labels and token layout are read from the model's conf
 from __future__ import annotations
 
 import contextlib
-import errno
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +43,15 @@ from .run_record import apply_changes, check_checkpoint_settings, save_checkpoin
 from .schedule import create_lr_scheduler
 from .step import check_model_for_mixing, forward_mixed
 from .training_args import MixProTrainingArguments
+from .write_guard import (
+    WriteError,
+    WriteFailed,
+    atomic_write_text,
+    check_folder_exists,
+    failure_line,
+    kept_and_next,
+    reporting_write_failures,
+)
 
 logger = hf_logging.get_logger(__name__)
 
@@ -58,9 +69,9 @@ WEIGHT_FILES = (
 )
 
 
-class CheckpointSaveError(RuntimeError):
-    """A checkpoint or the final model could not be written (a full disk, ...); ``str()`` is one line and the
-    previous checkpoint (or final model) is intact."""
+class CheckpointSaveError(WriteFailed):
+    """A checkpoint or the final model could not be written (a full disk, a read-only or vanished folder, ...;
+    :mod:`~mixpro_hf.write_guard`); ``str()`` is one line and the previous checkpoint (or final model) is intact."""
 
 
 class TrainingStopped(RuntimeError):
@@ -368,8 +379,8 @@ class MixProTrainer(Trainer):
         """Save a checkpoint atomically: written to ``output_dir/.mixpro-saving/checkpoint-N``, renamed to
         ``output_dir/checkpoint-N`` when complete, then older checkpoints are rotated out.
 
-        An ``OSError`` (a full disk, ...) removes the partial folder and raises :class:`CheckpointSaveError`;
-        the previous checkpoints are untouched."""
+        A write failure (a full disk, a read-only or vanished run folder, ...: :mod:`~mixpro_hf.write_guard`) removes
+        the partial folder and raises :class:`CheckpointSaveError`; the previous checkpoints are untouched."""
         run_dir = super()._get_output_dir(trial)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         self._check_weights_before_save(model, name)
@@ -379,18 +390,26 @@ class MixProTrainer(Trainer):
             shutil.rmtree(staged, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self._staging_root = staging_root
+
+        def failures() -> contextlib.AbstractContextManager[None]:
+            return reporting_write_failures(
+                lambda cause: self._save_error(cause, final, run_dir),
+                cleanup=lambda: _discard_staged(staged) if self.args.should_save else None,
+                error=CheckpointSaveError,
+            )
+
         try:
-            super()._save_checkpoint(model, trial)
-            self._fix_best_checkpoint_path(staged, final)
-        except OSError as err:
-            if self.args.should_save:
-                shutil.rmtree(staged, ignore_errors=True)
-            raise CheckpointSaveError(self._save_error(err, final, run_dir)) from err
+            with failures():
+                if self.args.should_save:  # never recreate a vanished run folder without its earlier checkpoints
+                    check_folder_exists(run_dir)
+                super()._save_checkpoint(model, trial)
+                self._fix_best_checkpoint_path(staged, final)
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            _replace_dir(staged, final)
+            with failures():
+                _replace_dir(staged, final)
             with contextlib.suppress(OSError):  # leave no empty staging folder behind
                 os.rmdir(staging_root)
             rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
@@ -406,15 +425,9 @@ class MixProTrainer(Trainer):
             self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
 
     @staticmethod
-    def _save_error(err: OSError, final: str, run_dir: str) -> str:
-        """One line: what failed, that the previous checkpoint is intact, how to go on."""
-        previous = get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
-        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        reason = f"[Errno {err.errno}] {err.strerror}" if err.strerror else str(err).splitlines()[0]
-        return (
-            f"could not save {final}: {reason}; {kept}; free some space, then continue with "
-            "--resume_from_checkpoint last"
-        )
+    def _save_error(cause: WriteError, final: str, run_dir: str) -> str:
+        """One line: what failed, which checkpoint is intact, how to go on."""
+        return failure_line(final, cause, *kept_and_next(run_dir), folder=run_dir)
 
     # ------------------------------------------------------------------ atomic final model
 
@@ -462,14 +475,15 @@ class MixProTrainer(Trainer):
         staged = os.path.join(staging_root, FINAL_STAGING)
         moved: list[str] = []
         try:
-            shutil.rmtree(staged, ignore_errors=True)  # left over by a killed save
-            self._save(staged)
-            for name in sorted(os.listdir(staged), key=_move_order):
-                source, destination = os.path.join(staged, name), os.path.join(target, name)
-                (_replace_dir if os.path.isdir(source) else os.replace)(source, destination)
-                moved.append(name)
-        except OSError as err:
-            raise CheckpointSaveError(self._final_save_error(err, target, partly_moved=bool(moved))) from err
+            with reporting_write_failures(
+                lambda cause: self._final_save_error(cause, target, partly_moved=bool(moved)), error=CheckpointSaveError
+            ):
+                shutil.rmtree(staged, ignore_errors=True)  # left over by a killed save
+                self._save(staged)
+                for name in sorted(os.listdir(staged), key=_move_order):
+                    source, destination = os.path.join(staged, name), os.path.join(target, name)
+                    (_replace_dir if os.path.isdir(source) else os.replace)(source, destination)
+                    moved.append(name)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
             with contextlib.suppress(OSError):  # leave no empty staging folder behind
@@ -477,17 +491,35 @@ class MixProTrainer(Trainer):
         _remove_stale_shards(target, moved)
 
     @staticmethod
-    def _final_save_error(err: OSError, target: str, partly_moved: bool) -> str:
+    def _final_save_error(cause: WriteError, target: str, partly_moved: bool) -> str:
         """One line: what failed, whether the previous final model is intact, how to go on."""
-        reason = f"[Errno {err.errno}] {err.strerror}" if err.strerror else str(err).splitlines()[0]
         if partly_moved:  # a rename failed after others succeeded: rare (renames need no new data blocks)
             kept = f"some files in {target} were already replaced, so it may mix the previous and the new save"
         elif any(os.path.isfile(os.path.join(target, name)) for name in WEIGHT_FILES):
             kept = f"the previous final model in {target} is intact"
         else:
             kept = f"no earlier final model exists and the files in {target} are untouched"
-        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
-        return f"could not save the final model to {target}: {reason}; {kept}; {fix}, then save again"
+        checkpoint, then = kept_and_next(target)
+        if checkpoint.startswith("the last"):
+            kept = f"{kept}, and {checkpoint}"
+        return failure_line(f"the final model to {target}", cause, kept, then, folder=target)
+
+    def save_metrics(self, split: str, metrics: dict[str, Any], combined: bool = True) -> None:
+        """``Trainer.save_metrics`` (``<split>_results.json``, merged into ``all_results.json``), each file written
+        atomically (:func:`~mixpro_hf.write_guard.atomic_write_text`): a full disk leaves the previous file."""
+        if not self.is_world_process_zero():
+            return
+        atomic_write_text(os.path.join(self.args.output_dir, f"{split}_results.json"), _json_text(metrics))
+        if combined:
+            path = os.path.join(self.args.output_dir, "all_results.json")
+            combined_metrics = json.loads(Path(path).read_text(encoding="utf-8")) if os.path.exists(path) else {}
+            atomic_write_text(path, _json_text({**combined_metrics, **metrics}))
+
+    def save_state(self) -> None:
+        """``Trainer.save_state`` (``trainer_state.json``), written atomically."""
+        if self.is_world_process_zero():
+            text = json.dumps(dataclasses.asdict(self.state), indent=2, sort_keys=True) + "\n"
+            atomic_write_text(os.path.join(self.args.output_dir, "trainer_state.json"), text)
 
     # ------------------------------------------------------------------ resume
 
@@ -637,6 +669,10 @@ class MixProTrainer(Trainer):
         )
 
 
+def _json_text(values: dict[str, Any]) -> str:
+    return json.dumps(values, indent=4, sort_keys=True)
+
+
 def unused_parameter_names(model: nn.Module, image_size: int) -> list[str]:
     """The trainable parameters a classification forward of ``model`` does not reach (no gradient), found with one
     image of zeros in eval mode (dropout and stochastic depth off; the random state is untouched), without touching
@@ -658,6 +694,13 @@ def unused_parameter_names(model: nn.Module, image_size: int) -> list[str]:
     finally:
         model.train(was_training)
     return [name for (name, _), grad in zip(named, grads, strict=True) if grad is None]
+
+
+def _discard_staged(staged: str) -> None:
+    """Remove a partial save and its staging folder when nothing else is staged there."""
+    shutil.rmtree(staged, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(staged))
 
 
 def _replace_dir(source: str, target: str) -> None:

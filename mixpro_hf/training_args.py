@@ -13,6 +13,7 @@ from typing import Literal
 from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy
 
+from .config_overrides import scheduler_kwargs
 from .recipe import MixProConfig
 
 
@@ -88,6 +89,8 @@ class MixProTrainingArguments(MixProConfig, TrainingArguments):
     def __post_init__(
         self, method: str | None = None, label_smoothing: float | None = None, maskmix_partner: str | None = None
     ) -> None:
+        # a key=value or JSON string, its keys those of the schedule (🤗 keeps other strings: a schedule got them)
+        self.lr_scheduler_kwargs = scheduler_kwargs(self.lr_scheduler_kwargs, self.lr_scheduler_type)
         TrainingArguments.__post_init__(self)
         # validates every MixPro setting now, not at the first training step
         MixProConfig.__post_init__(self, method, label_smoothing, maskmix_partner)

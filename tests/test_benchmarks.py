@@ -85,8 +85,18 @@ def test_parse_method_overrides_and_smoke_flag() -> None:
         False,
     )
     assert config.mask_scale == settings.mask_scale and config.label_smoothing_factor == 0.1
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(ValueError, match="'nonsense' is not a key of MixProConfig"):
         cifar10.parse_method("mixpro:nonsense=1", settings)
+    with pytest.raises(ValueError, match=r"'mask_scle' is not a key of MixProConfig; closest: mask_scale"):
+        cifar10.parse_method("mixpro:mask_scle=1", settings)
+    # a word where a boolean is was read as False before: now refused, naming the entry
+    with pytest.raises(ValueError, match=r"alpha_grad='maybe': MixProConfig.alpha_grad is True, so it expects True"):
+        cifar10.parse_method("mixpro:alpha_grad=maybe", settings)
+    with pytest.raises(ValueError, match=r"'mask_scale' is not key=value; expected key=value"):
+        cifar10.parse_method("mixpro:mask_scale", settings)
+    with pytest.raises(SystemExit) as exit_info:
+        cifar10.main(["--methods", "mixpro:maskmix_prob=high"])
+    assert exit_info.value.code == 2
     assert not cifar10.is_smoke(cifar10.Settings(epochs=8, batch=512), 50_000, 10_000)
     assert cifar10.is_smoke(cifar10.Settings(epochs=8, batch=512, max_steps=30), 50_000, 10_000)
     assert cifar10.is_smoke(cifar10.Settings(epochs=8, batch=512, layers=2), 50_000, 10_000)
