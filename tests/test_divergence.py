@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from mixpro_hf.divergence import NonFiniteLossWatch, TrainingDiverged, nonfinite_parameter_names
 from mixpro_hf.trainer import MixProTrainer
@@ -45,6 +46,19 @@ def finite_weights(folder: Path) -> bool:
     return all(torch.isfinite(t).all() for t in load_file(str(folder / "model.safetensors")).values())
 
 
+class InfWeightAfterStep(TrainerCallback):
+    """Makes one encoder weight infinite at the end of step ``step``: the divergence the tests need, whatever the
+    optimizer's own arithmetic does with a learning rate of 1e4 (fused AdamW in torch 2.14 keeps it finite)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.vit.embeddings.patch_embeddings.projection.weight.view(-1)[0] = float("inf")
+
+
 @pytest.mark.parametrize(
     ("save", "caught_by"),
     [("no", r"the loss is (nan|inf) at step \d+ \(learning rate 1e\+04\)"), ("steps", r"NaN/inf weights \(vit\.")],
@@ -58,7 +72,9 @@ def test_trainer_stops_on_a_nan_loss_and_saves_nothing_nonfinite(tmp_path, tiny_
         per_device_train_batch_size=8, max_steps=8, logging_steps=4, save_strategy=save, save_steps=1,
         report_to=[], use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0,
     )  # fmt: skip
-    trainer = MixProTrainer(model=tiny_vit(), args=args, train_dataset=toy_dataset(64))
+    trainer = MixProTrainer(
+        model=tiny_vit(), args=args, train_dataset=toy_dataset(64), callbacks=[InfWeightAfterStep(2)]
+    )
     with pytest.raises(TrainingDiverged, match=r"^training diverged: " + caught_by) as err:
         trainer.train()
     assert "\n" not in str(err.value) and "learning rate" in str(err.value)
