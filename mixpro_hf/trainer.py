@@ -196,7 +196,10 @@ class MixProTrainer(Trainer):
             )
         decide_unused_parameters(model, args, image_size)
         super().__init__(model=model, args=args, **kwargs)
-        self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean: the Trainer divides by GA
+        # our loss is a per-batch mean: the Trainer divides it by the accumulation steps (``loss_is_scaled_for_ga``;
+        # releases before it decide from ``model_accepts_loss_kwargs``, which would skip the division)
+        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False
         self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
