@@ -478,7 +478,7 @@ class MixProTrainer(Trainer):
 
     def _sharded_weights(self) -> bool:
         """DeepSpeed, FSDP, or a model sharded at load time (``DistributedConfig``; the Trainer's
-        ``is_distributed_loading_by_transformers``, which releases before transformers 5.x lack)."""
+        ``is_distributed_loading_by_transformers``, which transformers 5.17 and older lack)."""
         return bool(
             self.is_deepspeed_enabled
             or self.is_fsdp_enabled
@@ -683,7 +683,7 @@ def decide_unused_parameters(model: nn.Module, args: TrainingArguments, image_si
     accelerator from it)."""
     if args.ddp_find_unused_parameters is not None or args.world_size <= 1 or image_size is None:
         return
-    if getattr(args, "activation_checkpointing", False) or args.gradient_checkpointing:  # (the first: 5.x)
+    if getattr(args, "activation_checkpointing", False) or args.gradient_checkpointing:  # (the first: newer 5.x)
         return
     try:
         args.ddp_find_unused_parameters = bool(unused_parameter_names(model, image_size))

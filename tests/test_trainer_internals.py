@@ -157,3 +157,14 @@ def test_stock_trainer_calls_the_overridden_methods_as_mixpro_relies_on(tmp_path
     assert probe.flags == [(3, True, True)], (
         f"{VERSION}: on_step_end no longer sees the step's log/save flags before they are acted on ({probe.flags})"
     )
+
+
+def test_rotate_checkpoints_keeps_the_signature_the_atomic_checkpoints_call():
+    """``MixProTrainer._save_checkpoint`` rotates the renamed checkpoints with
+    ``transformers.trainer_utils.rotate_checkpoints(run_dir, limit, best, use_mtime=True)``."""
+    from transformers import trainer_utils
+
+    names = list(inspect.signature(trainer_utils.rotate_checkpoints).parameters)[:4]
+    assert names == ["output_dir", "save_total_limit", "best_model_checkpoint", "use_mtime"], (
+        f"{VERSION}: transformers.trainer_utils.rotate_checkpoints{tuple(names)} changed"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datasets
+import evaluate
 import numpy as np
 
 CITATION = """\
@@ -42,3 +43,10 @@ def logits_array(predictions: list) -> np.ndarray:
         return np.asarray(predictions, dtype=np.float64)
     except ValueError as err:
         raise ValueError(f"predictions must be logits of one length per example (N, K): {err}") from err
+
+
+def metric_info(description: str, inputs_description: str, features: datasets.Features | list) -> evaluate.MetricInfo:
+    """The ``MetricInfo`` of a shipped module (this package's citation)."""
+    return evaluate.MetricInfo(
+        description=description, citation=CITATION, inputs_description=inputs_description, features=features
+    )

@@ -3,7 +3,7 @@
 import evaluate
 import numpy as np
 
-from mixpro_hf.evaluate_modules._common import CITATION, LOGITS, LOGITS_DESCRIPTION, logits_array
+from mixpro_hf.evaluate_modules._common import LOGITS, LOGITS_DESCRIPTION, logits_array, metric_info
 from mixpro_hf.metrics import expected_calibration_error
 
 
@@ -11,11 +11,10 @@ class ExpectedCalibrationError(evaluate.Metric):
     """ECE (Guo et al., 2017) over ``num_bins`` equal-width confidence bins (15 by default)."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Expected calibration error (mixpro_hf.metrics.expected_calibration_error).",
-            citation=CITATION,
-            inputs_description=LOGITS_DESCRIPTION + "    num_bins: equal-width bins (15).\nReturns: ece.",
-            features=LOGITS,
+        return metric_info(
+            "Expected calibration error (mixpro_hf.metrics.expected_calibration_error).",
+            LOGITS_DESCRIPTION + "    num_bins: equal-width bins (15).\nReturns: ece.",
+            LOGITS,
         )
 
     def _compute(self, predictions: list, references: list, num_bins: int = 15) -> dict[str, float]:

@@ -4,7 +4,7 @@
 import evaluate
 import numpy as np
 
-from mixpro_hf.evaluate_modules._common import CITATION, LOGITS, SCORES, logits_array
+from mixpro_hf.evaluate_modules._common import LOGITS, SCORES, logits_array, metric_info
 from mixpro_hf.metrics import ood_metrics, ood_scores_metrics
 
 
@@ -13,13 +13,12 @@ class OodDetection(evaluate.Metric):
     positive class; from logits the anomaly score is minus the maximum softmax probability."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Out-of-distribution detection (mixpro_hf.metrics.ood_metrics).",
-            citation=CITATION,
-            inputs_description="predictions: logits (N, K) or anomaly scores (N,), higher = more anomalous; "
+        return metric_info(
+            "Out-of-distribution detection (mixpro_hf.metrics.ood_metrics).",
+            "predictions: logits (N, K) or anomaly scores (N,), higher = more anomalous; "
             "references: 1 out-of-distribution, 0 in-distribution; recall: 0.95. "
             "Returns ood_auprc, ood_auroc, ood_fpr95.",
-            features=[LOGITS, SCORES],
+            [LOGITS, SCORES],
         )
 
     def _compute(self, predictions: list, references: list, recall: float = 0.95) -> dict[str, float]:

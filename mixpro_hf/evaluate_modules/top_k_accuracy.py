@@ -3,7 +3,7 @@
 import evaluate
 import numpy as np
 
-from mixpro_hf.evaluate_modules._common import CITATION, CLASS_IDS, LOGITS, logits_array
+from mixpro_hf.evaluate_modules._common import CLASS_IDS, LOGITS, logits_array, metric_info
 from mixpro_hf.metrics import top_k_accuracy
 
 
@@ -12,12 +12,11 @@ class TopKAccuracy(evaluate.Metric):
     ``evaluate.evaluator("image-classification")`` passes) only ``k=1``."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Top-k accuracy (mixpro_hf.metrics.top_k_accuracy).",
-            citation=CITATION,
-            inputs_description="predictions: logits (N, K) or class ids (N,); references: class ids (N,); "
+        return metric_info(
+            "Top-k accuracy (mixpro_hf.metrics.top_k_accuracy).",
+            "predictions: logits (N, K) or class ids (N,); references: class ids (N,); "
             "k: 1 (default) or more, logits only. Returns accuracy (k=1) or top{k}_accuracy.",
-            features=[LOGITS, CLASS_IDS],
+            [LOGITS, CLASS_IDS],
         )
 
     def _compute(self, predictions: list, references: list, k: int = 1) -> dict[str, float]:
