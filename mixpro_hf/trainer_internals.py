@@ -105,10 +105,10 @@ def private_api_problems(trainer_class: type = Trainer) -> tuple[tuple[str, ...]
     return tuple(missing), tuple(changed)
 
 
-def check_private_trainer_api(warn: Callable[[str], Any]) -> None:
+def check_private_trainer_api(warn: Callable[[str], Any], trainer_class: type = Trainer) -> None:
     """Raise ``ImportError`` if the installed ``Trainer`` lacks a method of :data:`PRIVATE_TRAINER_API` (a guarantee
     would be off); ``warn`` each whose signature changed (it may still work: the fence tests decide)."""
-    missing, changed = private_api_problems()
+    missing, changed = private_api_problems(trainer_class)
     if missing:
         raise ImportError(missing[0] + "; install a supported transformers release (see the README)")
     for line in changed:

@@ -38,6 +38,14 @@ def test_every_module_ships_in_the_package_and_a_wrong_name_is_refused():
         evaluate_module_path("accuracy")
 
 
+def test_without_evaluate_a_one_line_error_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "evaluate", None)  # as if the optional extra were not installed
+    with pytest.raises(ImportError, match=r"needs the evaluate package: pip install 'mixpro-hf\[evaluate\]'"):
+        load_evaluate_module("aurra")
+
+
 def test_modules_equal_the_plain_functions():
     logits, labels = random_logits()
     top = evaluate.load(evaluate_module_path("top_k_accuracy"))

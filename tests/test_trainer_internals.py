@@ -52,6 +52,8 @@ def test_a_missing_method_is_an_error_and_a_changed_one_a_warning():
     missing, changed = private_api_problems(Renamed)
     assert len(missing) == 1 and missing[0].startswith(f"{VERSION}: Trainer._load_best_model no longer exists")
     assert len(changed) == 1 and f"{VERSION}: Trainer._get_output_dir('trial', 'extra')" in changed[0]
+    with pytest.raises(ImportError, match=r"Trainer._load_best_model no longer exists.*install a supported"):
+        check_private_trainer_api(print, Renamed)
     assert private_api_problems() == ((), ())  # the installed release: nothing to report
     warnings: list[str] = []
     check_private_trainer_api(warnings.append)
