@@ -31,6 +31,8 @@ _LAZY = {
     "compute_metrics": "metrics",
     "robustness_metrics": "metrics",
     "ood_metrics": "metrics",
+    "evaluate_module_path": "evaluate_modules",
+    "load_evaluate_module": "evaluate_modules",
     "drop_patches": "robustness",
     "occlusion_correct": "robustness",
     "class_subset": "class_subsets",

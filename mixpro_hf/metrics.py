@@ -94,22 +94,16 @@ def aurra(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((np.cumsum(correct) / np.arange(1, len(correct) + 1)).mean())
 
 
-def _ranked_counts(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """True and false positives (out-of-distribution = positive) at each distinct anomaly score, highest first."""
+def _ood_labels_and_scores(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(is_out, scores)`` of the out- then in-distribution examples (out-of-distribution = positive class)."""
     in_scores, out_scores = np.asarray(in_scores, np.float64).ravel(), np.asarray(out_scores, np.float64).ravel()
     if not len(in_scores) or not len(out_scores):
         raise ValueError(
             f"out-of-distribution metrics need in- and out-of-distribution examples, got {len(in_scores)} and "
             f"{len(out_scores)}"
         )
-    scores = np.concatenate([out_scores, in_scores])
-    positive = np.concatenate([np.ones(len(out_scores)), np.zeros(len(in_scores))])
-    order = np.argsort(-scores, kind="stable")
-    scores, positive = scores[order], positive[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    true_pos = np.cumsum(positive)[last_of_tie]
-    false_pos = last_of_tie + 1 - true_pos
-    return true_pos, false_pos, len(out_scores), len(in_scores)
+    is_out = np.concatenate([np.ones(len(out_scores), dtype=np.int64), np.zeros(len(in_scores), dtype=np.int64)])
+    return is_out, np.concatenate([out_scores, in_scores])
 
 
 def ood_metrics(in_logits: np.ndarray, out_logits: np.ndarray, recall: float = 0.95) -> dict[str, float]:
@@ -127,15 +121,17 @@ def ood_metrics(in_logits: np.ndarray, out_logits: np.ndarray, recall: float = 0
 
 
 def ood_scores_metrics(in_scores: np.ndarray, out_scores: np.ndarray, recall: float = 0.95) -> dict[str, float]:
-    """:func:`ood_metrics` from anomaly scores (higher = more anomalous) instead of logits."""
-    true_pos, false_pos, positives, negatives = _ranked_counts(in_scores, out_scores)
-    tpr, fpr = true_pos / positives, false_pos / negatives
-    precision = true_pos / (true_pos + false_pos)
-    auprc = float((np.diff(np.r_[0.0, tpr]) * precision).sum())
-    tpr_from_0, fpr_from_0 = np.r_[0.0, tpr], np.r_[0.0, fpr]
-    auroc = float((np.diff(fpr_from_0) * (tpr_from_0[1:] + tpr_from_0[:-1]) / 2).sum())  # trapezoids
-    fpr95 = float(fpr[np.searchsorted(tpr, recall - 1e-12)])
-    return {"ood_auprc": auprc, "ood_auroc": auroc, "ood_fpr95": fpr95}
+    """:func:`ood_metrics` from anomaly scores (higher = more anomalous) instead of logits (scikit-learn's
+    ``average_precision_score``, ``roc_auc_score`` and ``roc_curve``)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    is_out, scores = _ood_labels_and_scores(in_scores, out_scores)
+    fpr, tpr, _ = roc_curve(is_out, scores, drop_intermediate=False)  # every distinct threshold, highest first
+    return {
+        "ood_auprc": float(average_precision_score(is_out, scores)),
+        "ood_auroc": float(roc_auc_score(is_out, scores)),
+        "ood_fpr95": float(fpr[np.searchsorted(tpr, recall - 1e-12)]),
+    }
 
 
 def robustness_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:

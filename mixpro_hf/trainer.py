@@ -42,6 +42,7 @@ from .recipe import batch_generator, mix_batch, mixing_warnings
 from .run_record import apply_changes, check_checkpoint_settings, save_checkpoint_settings
 from .schedule import create_lr_scheduler
 from .step import check_model_for_mixing, forward_mixed
+from .trainer_internals import check_private_trainer_api
 from .training_args import MixProTrainingArguments
 from .write_guard import (
     WriteError,
@@ -125,6 +126,43 @@ class StopOnSignal(TrainerCallback):
             signal.signal(signum, previous)
 
 
+class StopOnDivergence(TrainerCallback):
+    """Before the Trainer logs, evaluates, saves or ends training (after ``on_step_end`` / ``on_epoch_end``), stop if
+    the run diverged: the watched losses of every step since the last check are compared across processes
+    (:meth:`MixProTrainer.check_divergence`), where the Trainer synchronises anyway, so a non-finite loss is never
+    logged as a stand-in, evaluated, saved or returned. Must be the last callback, to see every flag set."""
+
+    def __init__(self, trainer: MixProTrainer) -> None:
+        self.trainer = trainer
+
+    def _check(self, control: TrainerControl) -> None:
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self.trainer.check_divergence()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self._check(control)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._check(control)
+
+
+class RestoreMixProStates(TrainerCallback):
+    """On a resume, once the Trainer restored the optimizer and scheduler (``on_train_begin`` comes after): MixPro's
+    own states (:meth:`MixProTrainer.restore_mixpro_states`)."""
+
+    def __init__(self, trainer: MixProTrainer, checkpoint: Any) -> None:
+        self.trainer = trainer
+        self.checkpoint = checkpoint if isinstance(checkpoint, str) and os.path.isdir(checkpoint) else None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.checkpoint is not None:
+            self.trainer.restore_mixpro_states(self.checkpoint)
+
+
 class MixProTrainer(Trainer):
     """A ``Trainer`` that mixes training batches (MaskMix, Mixup, CutMix) and computes the MixPro loss.
 
@@ -149,6 +187,7 @@ class MixProTrainer(Trainer):
             args = MixProTrainingArguments(output_dir="tmp_trainer")
         if not isinstance(args, MixProTrainingArguments):
             raise TypeError(f"args must be MixProTrainingArguments, got {type(args).__name__}")
+        check_private_trainer_api(logger.warning)  # the Trainer internals overridden below (trainer_internals)
         self.mix_config = args.mixpro_config()
         self.patch_size, image_size = model_geometry(model, args.mix_patch_size)
         self.num_labels = int(unwrap_model(model).config.num_labels)
@@ -166,30 +205,17 @@ class MixProTrainer(Trainer):
                 seed=args.seed,
                 process_index=args.process_index,
             )
+        decide_unused_parameters(model, args, image_size)
         super().__init__(model=model, args=args, **kwargs)
-        self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean: the Trainer divides by GA
+        # our loss is a per-batch mean: the Trainer divides it by the accumulation steps (``loss_is_scaled_for_ga``;
+        # releases before it decide from ``model_accepts_loss_kwargs``, which would skip the division)
+        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False
         self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
         self._mix_stats: list[dict[str, torch.Tensor]] = []
         self._mix_step, self._mix_micro = -1, 0
         self.loss_watch = NonFiniteLossWatch(self.args.device)
         self._resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
-
-    # ------------------------------------------------------------------ DDP
-
-    def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
-        """``Trainer`` asks DDP to look for unused parameters (``find_unused_parameters=True``) whenever
-        ``ddp_find_unused_parameters`` is unset, which costs a traversal of the autograd graph every step and makes
-        DDP warn that it found none (ViT, DeiT, BEiT from scratch use every parameter). Unset and with several
-        processes, it is decided from the model instead (:func:`unused_parameter_names`: on only when a parameter,
-        e.g. Dinov2's ``mask_token``, gets no gradient), and recorded in the arguments as what ran."""
-        if self.args.ddp_find_unused_parameters is None and self.args.world_size > 1:
-            image_size = self._image_size  # (set before Trainer.__init__, which calls this)
-            if image_size is not None and not (self.args.activation_checkpointing or self.args.gradient_checkpointing):
-                try:
-                    self.args.ddp_find_unused_parameters = bool(unused_parameter_names(self.model, image_size))
-                except (RuntimeError, ValueError, TypeError) as err:  # a model a zero image cannot run: 🤗's default
-                    logger.info(f"unused parameters not determined ({err}); DDP searches for them every step")
-        return super()._build_accelerator_args(**kwargs)
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
@@ -259,15 +285,6 @@ class MixProTrainer(Trainer):
         """Raise :class:`~mixpro_hf.divergence.TrainingDiverged` on every process when any process had a non-finite
         training loss (one gather; every process must call it)."""
         self.loss_watch.check(self.accelerator.gather if self.args.world_size > 1 else None)
-
-    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
-        """Before the Trainer logs, evaluates, saves or ends training, stop if the run diverged: the watched losses
-        of every step since the last check are compared across processes here, where the Trainer synchronises
-        anyway, so a non-finite loss is never logged as a stand-in, evaluated, saved or returned."""
-        control = self.control
-        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
-            self.check_divergence()
-        super()._maybe_log_save_evaluate(*args, **kwargs)
 
     def _check_weights_before_save(self, model: nn.Module, what: str) -> None:
         """Refuse to write non-finite weights. Every process must call it: with several processes they agree through
@@ -348,12 +365,19 @@ class MixProTrainer(Trainer):
         for message in mixing_warnings(self.mix_config, grid, self.args.per_device_train_batch_size):
             logger.log(self.mixing_notice_level, message)
         stop = StopOnSignal()
-        self.add_callback(stop)
+        restore = RestoreMixProStates(self, checkpoint)
+        # first, so that every other callback's on_train_begin sees MixPro's restored states (RunRecorder records them)
+        self.callback_handler.callbacks.insert(0, restore)
+        # last, in this order: the divergence check sees every flag the other callbacks (and a SIGTERM) set
+        callbacks = [restore, stop, StopOnDivergence(self)]
+        for callback in callbacks[1:]:
+            self.add_callback(callback)
         try:
             with output_dir_lock(self.args.output_dir, take=self.args.should_save), stop.installed(signal.SIGTERM):
                 result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
-            self.remove_callback(stop)
+            for callback in callbacks:
+                self.remove_callback(callback)
         if stop.signum is not None and self.state.global_step < self.state.max_steps:
             raise self._stopped(stop.signum)
         return result
@@ -403,6 +427,7 @@ class MixProTrainer(Trainer):
                 if self.args.should_save:  # never recreate a vanished run folder without its earlier checkpoints
                     check_folder_exists(run_dir)
                 super()._save_checkpoint(model, trial)
+                self._save_mixpro_states(staged)
                 self._fix_best_checkpoint_path(staged, final)
         finally:
             self._staging_root = None
@@ -453,7 +478,7 @@ class MixProTrainer(Trainer):
           ``user_content.pt``) from several processes straight into the folder.
         """
         target = output_dir if output_dir is not None else self.args.output_dir
-        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled or self.is_distributed_loading_by_transformers
+        sharded = self._sharded_weights()
         if not sharded and STAGING_DIR not in os.path.abspath(target).split(os.sep):  # checkpoints: _save_checkpoint
             check_finite_weights(unwrap_model(self.model), f"the model in {target}")
         if not self._stages_final_save(target):
@@ -464,8 +489,17 @@ class MixProTrainer(Trainer):
         if self.args.push_to_hub and not _internal_call:  # as ``Trainer.save_model``
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
+    def _sharded_weights(self) -> bool:
+        """DeepSpeed, FSDP, or a model sharded at load time (``DistributedConfig``; the Trainer's
+        ``is_distributed_loading_by_transformers``, which transformers 5.17 and older lack)."""
+        return bool(
+            self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or getattr(self, "is_distributed_loading_by_transformers", False)
+        )
+
     def _stages_final_save(self, target: str) -> bool:
-        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled or self.is_distributed_loading_by_transformers
+        sharded = self._sharded_weights()
         if sharded or is_torch_xla_available() or is_sagemaker_mp_enabled():
             return False
         return STAGING_DIR not in os.path.abspath(target).split(os.sep)
@@ -574,28 +608,31 @@ class MixProTrainer(Trainer):
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         fresh = self.optimizer is None
-        optimizer = super().create_optimizer(model)
+        # (the Trainer of older transformers 5 releases has ``create_optimizer()`` without a model: passed when given)
+        optimizer = super().create_optimizer() if model is None else super().create_optimizer(model)
         if fresh and self.learnable_alpha is not None:
             optimizer.add_param_group({"params": [self.learnable_alpha], "weight_decay": 0.0})
         return optimizer
 
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        """The Trainer's states, the learnable α, and the settings the checkpoint was made with
-        (:func:`~mixpro_hf.run_record.save_checkpoint_settings`, compared on a resume)."""
-        super()._save_optimizer_and_scheduler(output_dir)
-        if self.learnable_alpha is not None and self.args.should_save:
-            torch.save(self.learnable_alpha.detach().cpu(), os.path.join(output_dir, LEARNABLE_ALPHA_FILE))
-        if self.args.should_save:
-            save_checkpoint_settings(output_dir, self.args, self.optimizer, self.lr_scheduler)
+    def _save_mixpro_states(self, checkpoint: str) -> None:
+        """Beside the Trainer's optimizer and scheduler states (written unless ``save_only_model``): the learnable α
+        and the settings the checkpoint was made with (:func:`~mixpro_hf.run_record.save_checkpoint_settings`,
+        compared on a resume). Called by :meth:`_save_checkpoint` into the staged folder, before its rename."""
+        if self.args.save_only_model or not self.args.should_save:
+            return
+        if self.learnable_alpha is not None:
+            torch.save(self.learnable_alpha.detach().cpu(), os.path.join(checkpoint, LEARNABLE_ALPHA_FILE))
+        save_checkpoint_settings(checkpoint, self.args, self.optimizer, self.lr_scheduler)
 
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        if checkpoint is not None and self.learnable_alpha is not None:
-            path = os.path.join(checkpoint, LEARNABLE_ALPHA_FILE)
-            if os.path.isfile(path):
-                with torch.no_grad():
-                    self.learnable_alpha.copy_(torch.load(path, weights_only=True))
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None and self._resume_changes:
+    def restore_mixpro_states(self, checkpoint: str) -> None:
+        """On a resume, after the Trainer restored the optimizer and scheduler (``on_train_begin`` of
+        :class:`RestoreMixProStates`): the learnable α, then the settings changes the resume was allowed to make
+        (:func:`~mixpro_hf.run_record.apply_changes`)."""
+        path = os.path.join(checkpoint, LEARNABLE_ALPHA_FILE)
+        if self.learnable_alpha is not None and os.path.isfile(path):
+            with torch.no_grad():
+                self.learnable_alpha.copy_(torch.load(path, weights_only=True))
+        if self._resume_changes:
             apply_changes(self.optimizer, self.lr_scheduler, self._resume_changes)
 
     # ------------------------------------------------------------------ model card and Hub
@@ -671,6 +708,23 @@ class MixProTrainer(Trainer):
 
 def _json_text(values: dict[str, Any]) -> str:
     return json.dumps(values, indent=4, sort_keys=True)
+
+
+def decide_unused_parameters(model: nn.Module, args: TrainingArguments, image_size: int | None) -> None:
+    """``Trainer`` asks DDP to look for unused parameters (``find_unused_parameters=True``) whenever
+    ``ddp_find_unused_parameters`` is unset, which costs a traversal of the autograd graph every step and makes DDP
+    warn that it found none (ViT, DeiT, BEiT from scratch use every parameter). Unset and with several processes, it
+    is decided from the model instead (:func:`unused_parameter_names`: on only when a parameter, e.g. Dinov2's
+    ``mask_token``, gets no gradient), and recorded in ``args`` as what ran (before ``Trainer.__init__`` builds the
+    accelerator from it)."""
+    if args.ddp_find_unused_parameters is not None or args.world_size <= 1 or image_size is None:
+        return
+    if getattr(args, "activation_checkpointing", False) or args.gradient_checkpointing:  # (the first: newer 5.x)
+        return
+    try:
+        args.ddp_find_unused_parameters = bool(unused_parameter_names(model, image_size))
+    except (RuntimeError, ValueError, TypeError) as err:  # a model a zero image cannot run: 🤗's default
+        logger.info(f"unused parameters not determined ({err}); DDP searches for them every step")
 
 
 def unused_parameter_names(model: nn.Module, image_size: int) -> list[str]:
