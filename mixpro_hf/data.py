@@ -32,6 +32,7 @@ from .class_labels import (
     label_names,
 )
 from .images import ALPHA_BACKGROUND, _one_line, ensure_image_feature, image_problem, to_rgb8, verify_images
+from .multi_label import align_multi_label_split, align_multi_label_splits, is_multi_label_feature, multi_hot
 
 __all__ = [
     # defined here
@@ -462,20 +463,23 @@ def attach_transform(
     transform: Callable[[Image.Image], Any],
     image_column: str,
     label_column: str,
+    multi_label_classes: int | None = None,
 ) -> Dataset | IterableDataset:
     """Set an on-the-fly transform giving ``pixel_values`` and ``labels``: every image becomes 8-bit RGB by
     :func:`to_rgb8` (16-bit and float images scaled, transparency on white), any size is resized by the
-    transform. A stream (``IterableDataset``) gets it as a lazy batched ``map`` that drops the other columns."""
+    transform. A stream (``IterableDataset``) gets it as a lazy batched ``map`` that drops the other columns.
+    ``multi_label_classes``: the labels are lists of class ids (multi-label data), given as multi-hot vectors of
+    that many classes (:func:`~mixpro_hf.multi_label.multi_hot`)."""
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         images = [
             image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
             for image in batch[image_column]
         ]
-        return {
-            "pixel_values": [transform(to_rgb8(image)) for image in images],
-            "labels": batch[label_column],
-        }
+        labels = batch[label_column]
+        if multi_label_classes is not None:
+            labels = list(multi_hot(labels, multi_label_classes))
+        return {"pixel_values": [transform(to_rgb8(image)) for image in images], "labels": labels}
 
     if isinstance(dataset, IterableDataset):
         return dataset.map(apply, batched=True, batch_size=64, remove_columns=dataset.column_names)
@@ -493,6 +497,8 @@ class DataSplits:
     image_column: str
     label_column: str
     label_names: list[str]
+    #: the labels are lists of class ids (:mod:`mixpro_hf.multi_label`), not one class id per image
+    multi_label: bool = False
 
 
 def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] | None = None) -> DataSplits:
@@ -519,13 +525,15 @@ def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] 
     train, validation, test = named_splits(raw)
     image_column = find_column(train.column_names, args.image_column_name, IMAGE_COLUMNS, "image")
     label_column = find_column(train.column_names, args.label_column_name, LABEL_COLUMNS, "label")
-    train, validation, test, names = align_splits(train, validation, test, label_column, args.num_labels)
+    multi_label = is_multi_label_feature(train.features[label_column])
+    align = align_multi_label_splits if multi_label else align_splits
+    train, validation, test, names = align(train, validation, test, label_column, args.num_labels)
     train, validation = hold_out_validation(train, validation, test, args, seed)
     train, validation, test = take_subsets(train, validation, test, args, seed)
     checked: list[Dataset | None] = []
     for dataset, split in ((train, "train"), (validation, "validation"), (test, "test")):
         checked.append(None if dataset is None else _checked_images(dataset, image_column, args, split))
-    return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names)
+    return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names, multi_label)
 
 
 def _checked_images(dataset: Dataset, image_column: str, args: DataArguments, split: str) -> Dataset:
@@ -540,12 +548,17 @@ def _checked_images(dataset: Dataset, image_column: str, args: DataArguments, sp
 
 
 def load_evaluation_splits(
-    args: DataArguments, names: list[str], seed: int = 0, load_kwargs: dict[str, Any] | None = None
+    args: DataArguments,
+    names: list[str],
+    seed: int = 0,
+    load_kwargs: dict[str, Any] | None = None,
+    multi_label: bool = False,
 ) -> DataSplits:
     """The data of a run that trains nothing (``--do_train False``): exactly the validation and test data given
     (``--validation_dir``/``--test_dir`` image folders, ``--validation_file``/``--test_file``, or the validation /
     test split of ``--dataset_name``), labels matched by name to the model's class ``names``
-    (:func:`align_to_model`), ``--max_eval_samples`` of each, every image checked. No training data is read and
+    (:func:`align_to_model`; ``multi_label``: a multi-label model's, lists of labels), ``--max_eval_samples`` of
+    each, every image checked. No training data is read and
     nothing is held out of it; neither split given is a one-line ``ValueError``."""
     load_kwargs = load_kwargs or {}
     splits: dict[str, Dataset] = {}
@@ -572,8 +585,12 @@ def load_evaluation_splits(
     label_column = find_column(first.column_names, args.label_column_name, LABEL_COLUMNS, "label")
     checked: dict[str, Dataset] = {}
     for split, dataset in splits.items():
-        dataset = align_to_model(dataset, label_column, names, split)
+        if multi_label:
+            dataset = align_multi_label_split(dataset, label_column, names, split, reference="the model")
+        else:
+            dataset = align_to_model(dataset, label_column, names, split)
         if args.max_eval_samples is not None:
             dataset = dataset.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(dataset))))
         checked[split] = _checked_images(dataset, image_column, args, split)
-    return DataSplits(None, checked.get("validation"), checked.get("test"), image_column, label_column, list(names))
+    validation, test = checked.get("validation"), checked.get("test")
+    return DataSplits(None, validation, test, image_column, label_column, list(names), multi_label)

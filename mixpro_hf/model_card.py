@@ -47,6 +47,9 @@ METRICS = {
     "ece": ("ece", "Expected calibration error (ECE)"), "loss": (None, "Loss"),
     "ece_calibrated": (None, "ECE after temperature scaling (--calibrate)"),
     "temperature": (None, "Temperature fitted on validation (--calibrate)"),
+    "map": ("map", "mAP (macro average precision over classes, multi-label)"),
+    "micro_f1": ("micro_f1", "Micro F1 at sigmoid 0.5 (multi-label)"),
+    "macro_f1": ("macro_f1", "Macro F1 at sigmoid 0.5 (multi-label)"),
 }  # fmt: skip
 SPEED = ("runtime", "samples_per_second", "steps_per_second")
 RECIPE = (
