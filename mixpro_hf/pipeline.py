@@ -88,7 +88,10 @@ class Prepared:
 
 
 def _processor_image_size(processor: Any) -> int | None:
-    size = getattr(processor, "size", None) or {}
+    """The side of the images the processor gives the model: its centre crop when it crops (a saved evaluation
+    transform resizes to ``image_size / crop_pct`` first), else its resize."""
+    cropped = getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None)
+    size = (cropped or getattr(processor, "size", None)) or {}
     if isinstance(size, dict):
         value = size.get("height") or size.get("shortest_edge")
     else:

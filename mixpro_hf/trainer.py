@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,7 +156,10 @@ class MixProTrainer(Trainer):
                 seed=args.seed,
                 process_index=args.process_index,
             )
-        super().__init__(model=model, args=args, **kwargs)
+        with warnings.catch_warnings():  # 🤗 drops its label smoother for multi-label models: that touches only
+            # the evaluation loss (BCE, unsmoothed); the training targets are smoothed by mixed_loss
+            warnings.filterwarnings("ignore", "Label smoothing is not compatible with multi-label", UserWarning)
+            super().__init__(model=model, args=args, **kwargs)
         self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean: the Trainer divides by GA
         self.learnable_alpha = learnable_alpha_parameter(self.mix_config, self.args.device)
         self._mix_stats: list[dict[str, torch.Tensor]] = []
