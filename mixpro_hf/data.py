@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, List, Value, load_dataset
 from datasets import Image as DatasetsImage
 from PIL import Image
 
@@ -45,6 +45,8 @@ __all__ = [
     "attach_transform",
     "data_files",
     "digits_dataset",
+    "digits_multilabel_dataset",
+    "DIGITS_MULTILABEL",
     "find_column",
     "hold_out_validation",
     "load_evaluation_splits",
@@ -81,7 +83,11 @@ class DataArguments:
     """Which data to train and evaluate on (🤗 ``run_image_classification.py`` names)."""
 
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset name or local dataset path. Nothing given: embedded digits."}
+        default=None,
+        metadata={
+            "help": "Hub dataset name or local dataset path; digits_multilabel: the embedded multi-label digits "
+            "(two digits per image). Nothing given: embedded digits."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     train_dir: str | None = field(default=None, metadata={"help": "Image folder (class sub-folders) to train on."})
@@ -242,6 +248,35 @@ def digits_dataset(seed: int = 0) -> DatasetDict:
     return DatasetDict(train=make(order[:cut]), test=make(order[cut:]))
 
 
+#: ``--dataset_name`` of the embedded multi-label task (:func:`digits_multilabel_dataset`), read before the Hub.
+DIGITS_MULTILABEL = "digits_multilabel"
+
+
+def digits_multilabel_dataset(seed: int = 0) -> DatasetDict:
+    """An offline multi-label task from scikit-learn's digits: each 16x16 image holds two 8x8 digits side by side
+    (rows 4-11), its labels are the set of those digits (one label when both are the same digit). The digits of the
+    train (80 %) and test (20 %) images are drawn from disjoint halves of the 1,797 digits; as many images as digits
+    in each split. Labels are a ``Sequence(ClassLabel)`` of the names ``"0"`` .. ``"9"``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    cut = int(0.8 * len(images))
+    names = [str(i) for i in range(10)]
+
+    def make(pool: np.ndarray) -> Dataset:
+        left, right = pool, rng.permutation(pool)
+        canvas = np.zeros((len(pool), 16, 16), dtype=np.uint8)
+        canvas[:, 4:12, :8], canvas[:, 4:12, 8:] = images[left], images[right]
+        labels = [sorted({int(digits.target[a]), int(digits.target[b])}) for a, b in zip(left, right, strict=True)]
+        data = {"image": [Image.fromarray(c, mode="L") for c in canvas], "label": labels}
+        return Dataset.from_dict(data).cast_column("label", List(ClassLabel(names=names)))
+
+    return DatasetDict(train=make(order[:cut]), test=make(order[cut:]))
+
+
 def _file_builder(path: str) -> str:
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     builders = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json"}
@@ -334,6 +369,8 @@ def load_image_datasets(args: DataArguments, seed: int = 0, load_kwargs: dict[st
     load_kwargs = load_kwargs or {}
     if args.uses_embedded_default:
         return digits_dataset(seed)
+    if args.dataset_name == DIGITS_MULTILABEL and not os.path.exists(DIGITS_MULTILABEL):
+        return digits_multilabel_dataset(seed)
     try:
         if args.dataset_name:
             return load_dataset(args.dataset_name, args.dataset_config_name, **load_kwargs)
