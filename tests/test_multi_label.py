@@ -239,3 +239,40 @@ def test_multi_label_metrics_follow_sklearn_and_skip_classes_without_positives()
     predicted = (logits >= 0).astype(int)
     assert metrics["micro_f1"] == pytest.approx(f1_score(targets, predicted, average="micro"))
     assert metrics["macro_f1"] == pytest.approx(f1_score(targets[:, :3], predicted[:, :3], average="macro"))
+
+
+def test_embedded_multi_label_digits():
+    from mixpro_hf.data import DataArguments, load_splits
+
+    splits = load_splits(DataArguments(dataset_name="digits_multilabel"), seed=0)
+    assert splits.multi_label and splits.label_names == [str(i) for i in range(10)]
+    assert len(splits.train) + len(splits.validation) == 1437 and len(splits.test) == 360
+    labels = splits.test["label"]
+    assert {len(row) for row in labels} == {1, 2}
+    image = np.asarray(splits.test[0]["image"])
+    assert image.shape == (16, 16) and image[:4].max() == 0 and image[12:].max() == 0
+
+
+def test_make_tables_renders_the_multi_label_table_between_its_markers():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import make_tables
+
+    entry = {"runs": [], "mean": {"map": 0.9, "micro_f1": 0.8, "macro_f1": 0.7, "train_seconds": 12.0}}
+    entry["std"] = {"map": 0.01, "micro_f1": 0.02, "macro_f1": 0.03}
+    payload = {
+        "benchmark": make_tables.MULTILABEL_BENCHMARK,
+        "environment": {"device": "cpu", "commit": "abc", "torch": "2"},
+        "settings": {"data": "two digits", "flags": ["--num_train_epochs", "60"], "extra_flags": [],
+                     "seeds": [0], "seeds_planned": [0, 1]},
+        "complete": False,
+        "results": {"mixpro": entry},
+    }  # fmt: skip
+    block = make_tables.digits_multilabel_block([("digits_multilabel.json", payload)])
+    assert "| mixpro | 90.0 ± 1.0 | 80.0 ± 2.0 | 70.0 ± 3.0 | 12 |" in block
+    assert "incomplete: 1 of 2 seeds" in block and "60 epochs" in block
+    readme = f"a\n{make_tables.MULTILABEL_START}\nold\n{make_tables.MULTILABEL_END}\nb"
+    replaced = make_tables.replace_section(readme, block, make_tables.MULTILABEL_START, make_tables.MULTILABEL_END)
+    assert "old" not in replaced and "| mixpro |" in replaced
