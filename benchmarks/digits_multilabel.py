@@ -12,12 +12,19 @@ result file is rewritten after every run.
     python benchmarks/digits_multilabel.py                        # 3 methods x seeds 0 1 2
     python benchmarks/digits_multilabel.py --seeds 0 --max_steps 5 --name digits_multilabel_smoke
 
+On a shared machine, one process per seed (one thread each), then merge their files (same settings and commit)::
+
+    OMP_NUM_THREADS=1 python benchmarks/digits_multilabel.py --seeds 0 --name digits_multilabel_s0 &
+    OMP_NUM_THREADS=1 python benchmarks/digits_multilabel.py --seeds 1 --name digits_multilabel_s1; wait
+    python benchmarks/digits_multilabel.py --merge digits_multilabel_s0 digits_multilabel_s1
+
 Writes ``results/digits_multilabel.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +37,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 from mixpro_hf.arguments import DIGITS_FLAGS, DIGITS_MODEL, parse_args  # noqa: E402
 from mixpro_hf.data import DIGITS_MULTILABEL  # noqa: E402
 from mixpro_hf.multi_label_metrics import multi_label_metrics  # noqa: E402
@@ -78,7 +85,7 @@ def run_one(method: str, seed: int, work_dir: Path, extra: Sequence[str] = ()) -
     }
 
 
-def payload(runs: list[dict[str, Any]], methods: Sequence[str], seeds: Sequence[int], extra: Sequence[str]) -> dict:
+def payload_of(runs: list[dict[str, Any]], methods: Sequence[str], seeds: Sequence[int], extra: Sequence[str]) -> dict:
     """Settings, per-method runs, and mean / std over the seeds every method finished."""
     done = [s for s in seeds if all(any(r["method"] == m and r["seed"] == s for r in runs) for m in methods)]
     results = {}
@@ -108,12 +115,39 @@ def payload(runs: list[dict[str, Any]], methods: Sequence[str], seeds: Sequence[
     }
 
 
+def merge(parts: Sequence[str], name: str) -> dict[str, Any]:
+    """Merge result files of the same settings and commit (runs split over processes by seed) into
+    ``results/<name>.json``, keeping the parts' environment; the parts are removed."""
+    payloads = [json.loads((RESULTS_DIR / f"{part}.json").read_text()) for part in parts]
+    first = payloads[0]
+    for part, other in zip(parts[1:], payloads[1:], strict=True):
+        same = {k: v for k, v in other["settings"].items() if k not in ("seeds", "seeds_planned")}
+        if same != {k: v for k, v in first["settings"].items() if k not in ("seeds", "seeds_planned")}:
+            raise SystemExit(f"{part}: other settings than {parts[0]}")
+        if other["environment"].get("commit") != first["environment"].get("commit"):
+            raise SystemExit(f"{part}: another commit than {parts[0]}")
+    runs = [run for payload in payloads for entry in payload["results"].values() for run in entry["runs"]]
+    seeds = sorted({seed for payload in payloads for seed in payload["settings"]["seeds_planned"]})
+    result = payload_of(runs, first["settings"]["methods"], seeds, first["settings"]["extra_flags"])
+    result["settings"]["torch_threads"] = [p["settings"]["torch_threads"] for p in payloads]
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"environment": first["environment"], **result}, indent=2) + "\n")
+    for part in parts:
+        (RESULTS_DIR / f"{part}.json").unlink()
+    print(f"wrote {path}")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--merge", nargs="+", metavar="NAME", help="merge these result files into --name")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--name", default="digits_multilabel")
     args, extra = parser.parse_known_args(argv)
+    if args.merge:
+        return merge(args.merge, args.name)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work:
         for seed in args.seeds:
@@ -121,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 run = run_one(method, seed, Path(work), extra)
                 runs.append(run)
                 print({k: round(v, 4) if isinstance(v, float) else v for k, v in run.items()}, flush=True)
-                result = payload(runs, args.methods, args.seeds, extra)
+                result = payload_of(runs, args.methods, args.seeds, extra)
                 write_result(args.name, result)
     return result
 
