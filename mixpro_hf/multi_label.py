@@ -161,9 +161,12 @@ def _refuse_list_type(inner: Any, label_column: str, where: str) -> None:
     )
 
 
-def multi_label_names(dataset: Dataset, label_column: str, num_labels: int | None = None) -> tuple[Dataset, list[str]]:
+def multi_label_names(
+    dataset: Dataset, label_column: str, num_labels: int | None = None, *, every_class_positive: bool = True
+) -> tuple[Dataset, list[str]]:
     """The training split as lists of class ids, and its class names (the model's ``id2label``), after checking
-    every label (see the module docstring); every class must be positive in at least one training image."""
+    every label (see the module docstring); every class must be positive in at least one training image
+    (``every_class_positive=False``: evaluation data, where such a class has no AP)."""
     feature = dataset.features[label_column]
     inner = feature.feature
     values = _label_array(dataset, label_column)
@@ -201,7 +204,8 @@ def multi_label_names(dataset: Dataset, label_column: str, num_labels: int | Non
             dataset, names = _multi_hot_to_ids(dataset, label_column, [], "", "train")
     else:
         _refuse_list_type(inner, label_column, "")
-    check_every_class_positive(dataset, label_column, names)
+    if every_class_positive:
+        check_every_class_positive(dataset, label_column, names)
     return dataset, names
 
 

@@ -196,3 +196,36 @@ def test_no_trainer_loop_trains_multi_label(tmp_path):
     metrics = module.main([*flags(tmp_path / "out", "--train_file", str(train_file)), "--max_steps", "2"])
     assert 0.0 <= metrics["eval_map"] <= 1.0
     assert json.loads((tmp_path / "out" / "config.json").read_text())["problem_type"] == "multi_label_classification"
+
+
+def test_mixpro_evaluate_scores_a_multi_label_model_in_map(trained, tmp_path, capsys):
+    from mixpro_hf.evaluate_cli import main as evaluate
+
+    out, _, _, validation_file = trained
+    argv = [str(out), "--dataset", str(validation_file), "--output_dir", str(tmp_path / "eval"), "--cpu", "True"]
+    argv += ["--occlusion_ratios", "0", "0.5", "--occlusion_repeats", "2", "--update_card", "True"]
+    assert evaluate(argv) == 0
+    record = json.loads(next((tmp_path / "eval").glob("*.json")).read_text())
+    assert record["multi_label"] and record["num_examples"] == 32
+    assert set(record["metrics"]) >= {"map", "micro_f1", "macro_f1", "ap/top-left"}
+    curves = record["occlusion"]["map"]
+    assert set(curves) == {"random", "salient", "non_salient"}
+    assert all(curve[0] == pytest.approx(record["metrics"]["map"]) for curve in curves.values())
+    assert "mAP, 50% dropped: salient" in (tmp_path / "eval" / "results.md").read_text()
+    assert (tmp_path / "eval" / "occlusion.png").is_file()
+    assert "map_random_drop_0.5" in (out / "README.md").read_text()
+    # a single-label data set for a multi-label model: refused in one line
+    single = Dataset.from_dict({"image": quadrant_images(4)[0], "label": [0, 1, 2, 3]})
+    single.cast_column("image", DatasetsImage()).to_parquet(str(tmp_path / "single.parquet"))
+    capsys.readouterr()
+    argv = [
+        str(out),
+        "--dataset",
+        str(tmp_path / "single.parquet"),
+        "--output_dir",
+        str(tmp_path / "e2"),
+        "--cpu",
+        "True",
+    ]
+    assert evaluate(argv) == 2
+    assert "is a multi-label classifier" in capsys.readouterr().err
