@@ -402,26 +402,7 @@ def evaluate_model(
         else:
             logits = model(pixel_values=pixel_values).logits
         logits = (logits if columns is None else logits[:, columns]).float()
-        if data.multi_label:
-            per_image = {}
-            if patch is not None:
-                per_image = occlusion_logits(
-                    model,
-                    pixel_values,
-                    patch,
-                    args.occlusion_ratios,
-                    saliency=attention,
-                    repeats=args.occlusion_repeats,
-                    generator=generator,
-                    columns=columns,
-                )
-            gathered = accelerator.gather_for_metrics((logits, labels, per_image))
-            logits_parts.append(gathered[0].cpu())
-            label_parts.append(gathered[1].cpu())
-            for mode, values in gathered[2].items():
-                occlusion_parts.setdefault(mode, []).append(values.cpu())
-            continue
-        if labels.max() >= logits.shape[1] or labels.min() < 0:
+        if not data.multi_label and (labels.max() >= logits.shape[1] or labels.min() < 0):
             raise ValueError(
                 f"data set {data.name!r} has label ids outside the {logits.shape[1]} classes of model {name!r}"
             )
@@ -434,18 +415,14 @@ def evaluate_model(
                 attention = attention_priority(
                     source_attention, _grid(saliency_values, _saliency_patch(saliency.model)), grid
                 )
-            per_image = occlusion_correct(
-                model,
-                pixel_values,
-                labels,
-                patch,
-                args.occlusion_ratios,
-                saliency=attention,
-                repeats=args.occlusion_repeats,
-                generator=generator,
-                columns=columns,
-                clean_correct=(logits.argmax(1) == labels),
-            )
+            drops = dict(saliency=attention, repeats=args.occlusion_repeats, generator=generator, columns=columns)
+            if data.multi_label:  # the logits of every drop: mAP is a metric of the whole set
+                per_image = occlusion_logits(model, pixel_values, patch, args.occlusion_ratios, **drops)
+            else:
+                clean = logits.argmax(1) == labels
+                per_image = occlusion_correct(
+                    model, pixel_values, labels, patch, args.occlusion_ratios, clean_correct=clean, **drops
+                )
         gathered = accelerator.gather_for_metrics((logits, labels, per_image))
         logits_parts.append(gathered[0].cpu())
         label_parts.append(gathered[1].cpu())
