@@ -336,9 +336,13 @@ def resolved_loss(config: MixProConfig, multi_label: bool) -> str:
             "loss='ce' (softmax cross-entropy) cannot train multi-label data (the label column holds lists): use "
             "--loss bce or leave --loss unset (auto)"
         )
-    if config.loss == "auto":
-        return "bce" if multi_label else "ce"
-    return config.loss
+    loss = ("bce" if multi_label else "ce") if config.loss == "auto" else config.loss
+    if loss == "ce" and config.bce_target_threshold is not None:
+        raise ValueError(
+            f"bce_target_threshold={config.bce_target_threshold!r} binarises the targets of loss bce, but this "
+            "single-label run trains with ce (loss 'auto'): add --loss bce or leave the threshold unset"
+        )
+    return loss
 
 
 def label_mode(config: MixProConfig, batch_method: str) -> str:

@@ -146,6 +146,8 @@ def test_ce_on_multi_label_targets_and_bad_settings_are_refused():
         MixProConfig(loss="bce", bce_target_threshold=1.0)
     with pytest.raises(ValueError, match="loss="):
         MixProConfig(loss="focal")
+    with pytest.raises(ValueError, match="single-label run trains with ce"):  # auto on class ids: ce
+        mixed_loss(torch.randn(8, C), torch.zeros(8, dtype=torch.long), mix, MixProConfig(bce_target_threshold=0.1))
 
 
 def test_collator_stacks_multi_hot_vectors_and_checks_them():
