@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, LargeList, List
 
-from .class_labels import INTEGER_DTYPES, STRING_DTYPES, _is_dtype, _label_array, few_values
+from .class_labels import INTEGER_DTYPES, STRING_DTYPES, _is_dtype, _label_array, few_values, label_names
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,17 @@ def _multi_hot_to_ids(
     return dataset, names
 
 
+def _refuse_unknown_names(
+    unknown: Sequence[str], names: Sequence[str], label_column: str, where: str, reference: str
+) -> None:
+    """One line naming the label names of a split that ``reference`` (training, the model) does not have."""
+    if unknown:
+        raise ValueError(
+            f"label column {label_column!r}{where} has label names {few_values(unknown)} that {reference} does not "
+            f"have (its names: {few_values(names, limit=30)}); give the splits the same classes"
+        )
+
+
 def _encode_names(
     dataset: Dataset, label_column: str, names: list[str] | None, where: str, reference: str
 ) -> tuple[Dataset, list[str]]:
@@ -121,12 +132,7 @@ def _encode_names(
     if names is None:
         names = present
     else:
-        unknown = sorted(set(present) - set(names))
-        if unknown:
-            raise ValueError(
-                f"label column {label_column!r}{where} has label names {few_values(unknown)} that {reference} does "
-                f"not have (its names: {few_values(names, limit=30)}); give the splits the same classes"
-            )
+        _refuse_unknown_names(sorted(set(present) - set(names)), names, label_column, where, reference)
     return dataset.cast_column(label_column, List(ClassLabel(names=list(names)))), list(names)
 
 
@@ -137,12 +143,7 @@ def _remap_class_label(
     index = {name: i for i, name in enumerate(names)}
     flat = _check_rows(_label_array(dataset, label_column), label_column, where)
     used = sorted({own[i] for i in pc.unique(flat).to_pylist()})
-    unknown = [name for name in used if name not in index]
-    if unknown:
-        raise ValueError(
-            f"label column {label_column!r}{where} has label names {few_values(unknown)} that {reference} does not "
-            f"have (its names: {few_values(names, limit=30)}); give the splits the same classes"
-        )
+    _refuse_unknown_names([name for name in used if name not in index], names, label_column, where, reference)
     lookup = np.array([index.get(name, -1) for name in own], dtype=np.int64)
     features = dataset.features.copy()
     features[label_column] = List(ClassLabel(names=names))
@@ -180,22 +181,10 @@ def multi_label_names(
         _check_ids(values, label_column, len(names), "", f"(the ClassLabel has {len(names)} names)")
     elif _is_dtype(inner, STRING_DTYPES):
         dataset, names = _encode_names(dataset, label_column, None, "", "the training split")
-    elif _is_dtype(inner, INTEGER_DTYPES):
-        if num_labels is not None:
-            _check_ids(values, label_column, num_labels, "", f"(--num_labels {num_labels})")
-            names = [str(i) for i in range(num_labels)]
-        else:
-            flat = _check_rows(values, label_column, "")
-            ids = np.unique(np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.int64))
-            bad = ids[(ids < 0) | (ids >= len(ids))]
-            if bad.size:
-                raise ValueError(
-                    f"label column {label_column!r} holds integer ids {few_values(bad.tolist())} that are not among "
-                    f"0..{len(ids) - 1}: integer labels without ClassLabel names must be the ids 0..K-1, all present "
-                    f"({len(ids)} distinct ids here); pass --num_labels N if every id is in [0, N)"
-                )
-            names = [str(i) for i in range(len(ids))]
-            _check_ids(values, label_column, len(names), "", "")
+    elif _is_dtype(inner, INTEGER_DTYPES):  # the single-label rules (0..K-1, or --num_labels) on every listed id
+        flat = Dataset(pa.table({label_column: _check_rows(values, label_column, "")}))
+        names = label_names(flat, label_column, num_labels)
+        _check_ids(values, label_column, len(names), "", "")  # an id twice in one list
         dataset = dataset.cast_column(label_column, List(ClassLabel(names=names)))
     elif _is_dtype(inner, MULTI_HOT_DTYPES):
         if num_labels is not None:
