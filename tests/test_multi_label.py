@@ -210,6 +210,8 @@ def test_every_list_form_gives_lists_of_ids():
         ([[1, 0, 1], [0, 1, 0]], None, None, "lists an id twice in row 0"),
         ([[0], None], None, None, "1 missing label lists"),
         ([[0, 1]], [[0, 2]], None, r"ids 2 outside \[0, 2\)"),
+        ([["a"], ["b"]], ["a"], None, "but the training split is multi-label"),
+        ([[0.0, 1.0], [1.0, 0.0]], None, 3, "row 0 has 2"),
     ],
 )
 def test_bad_multi_label_input_is_one_line(train, validation, num_labels, message):
