@@ -33,7 +33,7 @@ from mixpro_hf import (
     MixProTrainingArguments,
     OutputDirLock,
     batch_generator,
-    classification_metrics,
+    evaluation_metrics,
     forward_mixed,
     learnable_alpha_parameter,
     mean_mix_stats,
@@ -89,7 +89,10 @@ def make_train_loader(
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, label_names: list[str]
+) -> dict[str, float]:
+    """Top-1 / top-5 / ECE (single-label) or mAP / F1 (multi-label: multi-hot labels) of a split."""
     model.eval()
     logits, labels = [], []
     for batch in loader:
@@ -98,7 +101,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
         logits.append(out.float().cpu().numpy())
         labels.append(target.cpu().numpy())
     model.train()
-    return classification_metrics(np.concatenate(logits), np.concatenate(labels))
+    return evaluation_metrics(np.concatenate(logits), np.concatenate(labels), label_names)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -237,7 +240,9 @@ def train_and_save(
     check_finite_weights(accelerator.unwrap_model(model), f"checkpoint-{step} or the final model")
     metrics: dict[str, float] = {}
     for prefix, loader in zip(eval_loaders, loaders, strict=True):
-        metrics.update({f"{prefix}_{k}": v for k, v in evaluate(model, loader, accelerator).items()})
+        metrics.update(
+            {f"{prefix}_{k}": v for k, v in evaluate(model, loader, accelerator, prepared.label_names).items()}
+        )
     output_dir = Path(args.output_dir)
     accelerator.save_state(str(output_dir / f"checkpoint-{step}"))
     accelerator.wait_for_everyone()

@@ -6,12 +6,21 @@ from .labels import (
     mixed_target,
     pal_lambda,
     progressive_factor,
+    smooth_multi_hot,
     smooth_one_hot,
     transmix_lambda,
 )
 from .loss import MixedLoss, learnable_alpha_parameter, mean_mix_stats, mixed_loss
 from .mixing import MixOutput, cutmix, maskmix, maskmix_mask, mixup, unmixed
-from .recipe import MIX_METHODS, MixProConfig, batch_generator, label_mode, mix_batch, mixing_warnings
+from .recipe import (
+    MIX_METHODS,
+    MixProConfig,
+    batch_generator,
+    label_mode,
+    mix_batch,
+    mixing_warnings,
+    resolved_loss,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +38,9 @@ _LAZY = {
     "check_model_for_mixing": "step",
     "classification_metrics": "metrics",
     "compute_metrics": "metrics",
+    "evaluation_metrics": "metrics",
+    "multi_label_metrics": "multi_label_metrics",
+    "mean_average_precision": "multi_label_metrics",
     "robustness_metrics": "metrics",
     "ood_metrics": "metrics",
     "evaluate_module_path": "evaluate_modules",
@@ -94,6 +106,8 @@ __all__ = [
     "pal_lambda",
     "pop_mix",
     "progressive_factor",
+    "resolved_loss",
+    "smooth_multi_hot",
     "smooth_one_hot",
     "transmix_lambda",
     "unmixed",

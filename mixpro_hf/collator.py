@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from .labels import check_labels
+from .labels import check_labels, check_multi_hot
 from .mixing import MixOutput, check_pixel_values
 from .recipe import MixProConfig, batch_generator, mix_batch
 
@@ -62,9 +62,31 @@ def _is_label_id(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _is_label_vector(value: Any) -> bool:
+    """Whether ``value`` is one example's multi-hot vector: a list, tuple or 1-D array / tensor."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 1
+    return isinstance(value, (list, tuple))
+
+
+def stack_multi_hot(values: Sequence[Any], label_key: str = "labels") -> torch.Tensor:
+    """The multi-hot vectors ``values`` (one per example, as :func:`~mixpro_hf.data.attach_transform` gives them
+    for multi-label data) as a ``(B, C)`` float32 tensor; vectors of different lengths are refused in one line."""
+    lengths = {len(v) for v in values}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"the multi-hot label vectors under {label_key!r} have different lengths {sorted(lengths)}: every "
+            "example needs one entry per class"
+        )
+    return torch.as_tensor(np.asarray([np.asarray(v, dtype=np.float32) for v in values]), dtype=torch.float32)
+
+
 def stack_labels(values: Sequence[Any], label_key: str = "labels") -> torch.Tensor:
     """The class ids ``values`` as a ``long`` tensor; a float (even ``1.0``: ``mixed_loss`` refuses float labels
-    too), bool, string, ``None`` or non-scalar is refused with a one-line ``ValueError`` naming it."""
+    too), bool, string, ``None`` or non-scalar is refused with a one-line ``ValueError`` naming it. Multi-label
+    examples (every value a vector) give the ``(B, C)`` float multi-hot matrix of :func:`stack_multi_hot`."""
+    if values and all(_is_label_vector(v) for v in values):
+        return stack_multi_hot(values, label_key)
     if not all(type(v) is int for v in values):  # the common case (🤗 datasets give ints) skips the checks
         for index, value in enumerate(values):
             if not _is_label_id(value):
@@ -130,7 +152,8 @@ class MixProCollator:
         batch: dict[str, Any] = stack_examples(features)
         check_pixel_values(batch["pixel_values"], self.patch_size)
         if self.num_labels is not None and "labels" in batch:
-            check_labels(batch["labels"], self.num_labels)
+            labels = batch["labels"]
+            (check_multi_hot if labels.dim() == 2 else check_labels)(labels, self.num_labels)
         if self.config is None or self.config.mix_method == "none":
             return batch
         if "labels" not in batch:

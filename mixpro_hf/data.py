@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, List, Value, load_dataset
 from datasets import Image as DatasetsImage
 from PIL import Image
 
@@ -32,6 +32,7 @@ from .class_labels import (
     label_names,
 )
 from .images import ALPHA_BACKGROUND, _one_line, ensure_image_feature, image_problem, to_rgb8, verify_images
+from .multi_label import align_multi_label_split, align_multi_label_splits, is_multi_label_feature, multi_hot
 
 __all__ = [
     # defined here
@@ -44,6 +45,8 @@ __all__ = [
     "attach_transform",
     "data_files",
     "digits_dataset",
+    "digits_multilabel_dataset",
+    "DIGITS_MULTILABEL",
     "find_column",
     "hold_out_validation",
     "load_evaluation_splits",
@@ -80,7 +83,11 @@ class DataArguments:
     """Which data to train and evaluate on (🤗 ``run_image_classification.py`` names)."""
 
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset name or local dataset path. Nothing given: embedded digits."}
+        default=None,
+        metadata={
+            "help": "Hub dataset name or local dataset path; digits_multilabel: the embedded multi-label digits "
+            "(two digits per image). Nothing given: embedded digits."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     train_dir: str | None = field(default=None, metadata={"help": "Image folder (class sub-folders) to train on."})
@@ -241,6 +248,35 @@ def digits_dataset(seed: int = 0) -> DatasetDict:
     return DatasetDict(train=make(order[:cut]), test=make(order[cut:]))
 
 
+#: ``--dataset_name`` of the embedded multi-label task (:func:`digits_multilabel_dataset`), read before the Hub.
+DIGITS_MULTILABEL = "digits_multilabel"
+
+
+def digits_multilabel_dataset(seed: int = 0) -> DatasetDict:
+    """An offline multi-label task from scikit-learn's digits: each 16x16 image holds two 8x8 digits side by side
+    (rows 4-11), its labels are the set of those digits (one label when both are the same digit). The digits of the
+    train (80 %) and test (20 %) images are drawn from disjoint halves of the 1,797 digits; as many images as digits
+    in each split. Labels are a ``Sequence(ClassLabel)`` of the names ``"0"`` .. ``"9"``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    cut = int(0.8 * len(images))
+    names = [str(i) for i in range(10)]
+
+    def make(pool: np.ndarray) -> Dataset:
+        left, right = pool, rng.permutation(pool)
+        canvas = np.zeros((len(pool), 16, 16), dtype=np.uint8)
+        canvas[:, 4:12, :8], canvas[:, 4:12, 8:] = images[left], images[right]
+        labels = [sorted({int(digits.target[a]), int(digits.target[b])}) for a, b in zip(left, right, strict=True)]
+        data = {"image": [Image.fromarray(c, mode="L") for c in canvas], "label": labels}
+        return Dataset.from_dict(data).cast_column("label", List(ClassLabel(names=names)))
+
+    return DatasetDict(train=make(order[:cut]), test=make(order[cut:]))
+
+
 def _file_builder(path: str) -> str:
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     builders = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json"}
@@ -333,6 +369,8 @@ def load_image_datasets(args: DataArguments, seed: int = 0, load_kwargs: dict[st
     load_kwargs = load_kwargs or {}
     if args.uses_embedded_default:
         return digits_dataset(seed)
+    if args.dataset_name == DIGITS_MULTILABEL and not os.path.exists(DIGITS_MULTILABEL):
+        return digits_multilabel_dataset(seed)
     try:
         if args.dataset_name:
             return load_dataset(args.dataset_name, args.dataset_config_name, **load_kwargs)
@@ -462,20 +500,23 @@ def attach_transform(
     transform: Callable[[Image.Image], Any],
     image_column: str,
     label_column: str,
+    multi_label_classes: int | None = None,
 ) -> Dataset | IterableDataset:
     """Set an on-the-fly transform giving ``pixel_values`` and ``labels``: every image becomes 8-bit RGB by
     :func:`to_rgb8` (16-bit and float images scaled, transparency on white), any size is resized by the
-    transform. A stream (``IterableDataset``) gets it as a lazy batched ``map`` that drops the other columns."""
+    transform. A stream (``IterableDataset``) gets it as a lazy batched ``map`` that drops the other columns.
+    ``multi_label_classes``: the labels are lists of class ids (multi-label data), given as multi-hot vectors of
+    that many classes (:func:`~mixpro_hf.multi_label.multi_hot`)."""
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         images = [
             image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
             for image in batch[image_column]
         ]
-        return {
-            "pixel_values": [transform(to_rgb8(image)) for image in images],
-            "labels": batch[label_column],
-        }
+        labels = batch[label_column]
+        if multi_label_classes is not None:
+            labels = list(multi_hot(labels, multi_label_classes))
+        return {"pixel_values": [transform(to_rgb8(image)) for image in images], "labels": labels}
 
     if isinstance(dataset, IterableDataset):
         return dataset.map(apply, batched=True, batch_size=64, remove_columns=dataset.column_names)
@@ -493,6 +534,8 @@ class DataSplits:
     image_column: str
     label_column: str
     label_names: list[str]
+    #: the labels are lists of class ids (:mod:`mixpro_hf.multi_label`), not one class id per image
+    multi_label: bool = False
 
 
 def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] | None = None) -> DataSplits:
@@ -519,13 +562,15 @@ def load_splits(args: DataArguments, seed: int = 0, load_kwargs: dict[str, Any] 
     train, validation, test = named_splits(raw)
     image_column = find_column(train.column_names, args.image_column_name, IMAGE_COLUMNS, "image")
     label_column = find_column(train.column_names, args.label_column_name, LABEL_COLUMNS, "label")
-    train, validation, test, names = align_splits(train, validation, test, label_column, args.num_labels)
+    multi_label = is_multi_label_feature(train.features[label_column])
+    align = align_multi_label_splits if multi_label else align_splits
+    train, validation, test, names = align(train, validation, test, label_column, args.num_labels)
     train, validation = hold_out_validation(train, validation, test, args, seed)
     train, validation, test = take_subsets(train, validation, test, args, seed)
     checked: list[Dataset | None] = []
     for dataset, split in ((train, "train"), (validation, "validation"), (test, "test")):
         checked.append(None if dataset is None else _checked_images(dataset, image_column, args, split))
-    return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names)
+    return DataSplits(checked[0], checked[1], checked[2], image_column, label_column, names, multi_label)
 
 
 def _checked_images(dataset: Dataset, image_column: str, args: DataArguments, split: str) -> Dataset:
@@ -540,12 +585,17 @@ def _checked_images(dataset: Dataset, image_column: str, args: DataArguments, sp
 
 
 def load_evaluation_splits(
-    args: DataArguments, names: list[str], seed: int = 0, load_kwargs: dict[str, Any] | None = None
+    args: DataArguments,
+    names: list[str],
+    seed: int = 0,
+    load_kwargs: dict[str, Any] | None = None,
+    multi_label: bool = False,
 ) -> DataSplits:
     """The data of a run that trains nothing (``--do_train False``): exactly the validation and test data given
     (``--validation_dir``/``--test_dir`` image folders, ``--validation_file``/``--test_file``, or the validation /
     test split of ``--dataset_name``), labels matched by name to the model's class ``names``
-    (:func:`align_to_model`), ``--max_eval_samples`` of each, every image checked. No training data is read and
+    (:func:`align_to_model`; ``multi_label``: a multi-label model's, lists of labels), ``--max_eval_samples`` of
+    each, every image checked. No training data is read and
     nothing is held out of it; neither split given is a one-line ``ValueError``."""
     load_kwargs = load_kwargs or {}
     splits: dict[str, Dataset] = {}
@@ -572,8 +622,12 @@ def load_evaluation_splits(
     label_column = find_column(first.column_names, args.label_column_name, LABEL_COLUMNS, "label")
     checked: dict[str, Dataset] = {}
     for split, dataset in splits.items():
-        dataset = align_to_model(dataset, label_column, names, split)
+        if multi_label:
+            dataset = align_multi_label_split(dataset, label_column, names, split, reference="the model")
+        else:
+            dataset = align_to_model(dataset, label_column, names, split)
         if args.max_eval_samples is not None:
             dataset = dataset.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(dataset))))
         checked[split] = _checked_images(dataset, image_column, args, split)
-    return DataSplits(None, checked.get("validation"), checked.get("test"), image_column, label_column, list(names))
+    validation, test = checked.get("validation"), checked.get("test")
+    return DataSplits(None, validation, test, image_column, label_column, list(names), multi_label)

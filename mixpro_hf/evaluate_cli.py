@@ -51,8 +51,10 @@ from .data import (
 from .images import ensure_image_feature, to_rgb8
 from .metrics import ood_metrics, robustness_metrics
 from .modeling import model_geometry
+from .multi_label import is_multi_label_feature, multi_hot, multi_label_names
+from .multi_label_metrics import mean_average_precision, multi_label_metrics
 from .preflight import first_line
-from .robustness import DROP_RATIOS, OCCLUSION_MODES, attention_priority, occlusion_correct
+from .robustness import DROP_RATIOS, OCCLUSION_MODES, attention_priority, occlusion_correct, occlusion_logits
 from .streaming import _raw_streams, _stream_label_names
 from .write_guard import (
     WriteError,
@@ -198,6 +200,7 @@ class EvaluationData:
     num_rows: int | None
     only_split: bool = False
     max_label: int | None = None  # integer labels without names: the largest id
+    multi_label: bool = False  # the labels are lists of class ids (mixpro_hf.multi_label)
 
     @property
     def split_label(self) -> str:
@@ -252,6 +255,9 @@ def load_evaluation_data(
     label_column = find_column(columns, label_column_name, LABEL_COLUMNS, "label") if with_labels else None
     names = None
     num_rows = max_label = None
+    multi_label = label_column is not None and is_multi_label_feature((rows.features or {}).get(label_column))
+    if multi_label and streaming:
+        raise ValueError(f"data set {source!r} is multi-label (lists of labels): evaluate it without --streaming")
     if streaming:
         if max_samples is not None:
             rows = rows.take(max_samples)
@@ -261,7 +267,9 @@ def load_evaluation_data(
         if max_samples is not None and max_samples < len(rows):  # a seeded draw: folders are sorted by class
             rows = rows.shuffle(seed=0).select(range(max_samples))
         rows = ensure_image_feature(rows, image_column)
-        if label_column is not None:
+        if multi_label:
+            rows, names = multi_label_names(rows, label_column, every_class_positive=False)
+        elif label_column is not None:
             rows = encode_string_labels(rows, label_column, split=split)
             if isinstance(rows.features[label_column], ClassLabel):
                 names = label_names(rows, label_column)
@@ -271,7 +279,9 @@ def load_evaluation_data(
         if num_rows == 0:
             raise ValueError(f"split {split!r} of data set {source!r} has no rows")
     only_split = len(splits) == 1
-    return EvaluationData(source, split, rows, image_column, label_column, names, num_rows, only_split, max_label)
+    return EvaluationData(
+        source, split, rows, image_column, label_column, names, num_rows, only_split, max_label, multi_label
+    )
 
 
 def _check_integer_labels(rows: Any, label_column: str, source: str) -> int:
@@ -302,7 +312,10 @@ def _collate(
             image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
             images.append(to_rgb8(image))
         batch = {key: proc(images=images, return_tensors="pt")["pixel_values"] for key, proc in processors.items()}
-        if data.label_column is not None:
+        if data.multi_label:
+            targets = multi_hot([row[data.label_column] for row in rows], len(data.label_names or []))
+            batch["labels"] = torch.from_numpy(targets)
+        elif data.label_column is not None:
             batch["labels"] = torch.tensor([int(row[data.label_column]) for row in rows])
         return batch
 
@@ -405,7 +418,7 @@ def evaluate_model(
         else:
             logits = model(pixel_values=pixel_values).logits
         logits = (logits if columns is None else logits[:, columns]).float()
-        if labels.max() >= logits.shape[1] or labels.min() < 0:
+        if not data.multi_label and (labels.max() >= logits.shape[1] or labels.min() < 0):
             raise ValueError(
                 f"data set {data.name!r} has label ids outside the {logits.shape[1]} classes of model {name!r}"
             )
@@ -418,18 +431,14 @@ def evaluate_model(
                 attention = attention_priority(
                     source_attention, _grid(saliency_values, _saliency_patch(saliency.model)), grid
                 )
-            per_image = occlusion_correct(
-                model,
-                pixel_values,
-                labels,
-                patch,
-                args.occlusion_ratios,
-                saliency=attention,
-                repeats=args.occlusion_repeats,
-                generator=generator,
-                columns=columns,
-                clean_correct=(logits.argmax(1) == labels),
-            )
+            drops = dict(saliency=attention, repeats=args.occlusion_repeats, generator=generator, columns=columns)
+            if data.multi_label:  # the logits of every drop: mAP is a metric of the whole set
+                per_image = occlusion_logits(model, pixel_values, patch, args.occlusion_ratios, **drops)
+            else:
+                clean = logits.argmax(1) == labels
+                per_image = occlusion_correct(
+                    model, pixel_values, labels, patch, args.occlusion_ratios, clean_correct=clean, **drops
+                )
         gathered = accelerator.gather_for_metrics((logits, labels, per_image))
         logits_parts.append(gathered[0].cpu())
         label_parts.append(gathered[1].cpu())
@@ -443,8 +452,18 @@ def evaluate_model(
         "split": data.split_label,
         "num_examples": int(len(labels_all)),
         "class_subset": None if subset is None else {"num_classes": len(subset), "model_ids": subset},
-        "metrics": robustness_metrics(logits_all, labels_all),
     }
+    if data.multi_label:
+        record["multi_label"] = True
+        record["metrics"] = multi_label_metrics(logits_all, labels_all, data.label_names)
+        if patch is not None:
+            record["occlusion"] = {**_occlusion_settings(args, patch, saliency_source), "map": {
+                mode: _map_curve(torch.cat(parts).double().numpy(), labels_all)
+                for mode, parts in occlusion_parts.items()
+            }}  # fmt: skip
+        record["notes"] = notes
+        return record
+    record["metrics"] = robustness_metrics(logits_all, labels_all)
     if record["metrics"]["rms_calibration_error"] is None:
         notes.append("RMS calibration error needs at least 200 examples (bins of 100): not computed")
     if ood is not None:
@@ -457,15 +476,30 @@ def evaluate_model(
         }
     if patch is not None:
         record["occlusion"] = {
-            "ratios": args.occlusion_ratios,
-            "patch_size": patch,
-            "repeats": args.occlusion_repeats,
-            "seed": args.seed,
-            "saliency": saliency_source,
+            **_occlusion_settings(args, patch, saliency_source),
             "top1": {mode: torch.cat(parts).double().mean(0).tolist() for mode, parts in occlusion_parts.items()},
         }
     record["notes"] = notes
     return record
+
+
+def _occlusion_settings(args: EvaluateArguments, patch: int, saliency_source: str | None) -> dict[str, Any]:
+    return {
+        "ratios": args.occlusion_ratios,
+        "patch_size": patch,
+        "repeats": args.occlusion_repeats,
+        "seed": args.seed,
+        "saliency": saliency_source,
+    }
+
+
+def _map_curve(logits: np.ndarray, targets: np.ndarray) -> list[float]:
+    """mAP at each dropping ratio of ``logits`` ``(N, orders, ratios, C)``, averaged over the orders (random
+    repeats)."""
+    return [
+        float(np.mean([mean_average_precision(logits[:, o, r], targets) for o in range(logits.shape[1])]))
+        for r in range(logits.shape[2])
+    ]
 
 
 @torch.no_grad()
@@ -526,8 +560,36 @@ def _pick_ratio(ratios: Sequence[float]) -> float | None:
     return 0.5 if 0.5 in positive else (max(positive) if positive else None)
 
 
+def multi_label_table(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """One row per multi-label model: mAP, micro / macro F1 in %, mAP at 50 % dropping."""
+    ratios = next((r["occlusion"]["ratios"] for r in records if "occlusion" in r), [])
+    shown = _pick_ratio(ratios)
+    header = ["model", "mAP", "micro F1", "macro F1"]
+    if shown is not None:
+        header += [f"mAP, {shown:.0%} dropped: {MODE_TITLES[m]}" for m in OCCLUSION_MODES]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, record in zip(labels, records, strict=True):
+        m = record["metrics"]
+        cells = [f"`{label}`", *(_percent(m[k]) for k in ("map", "micro_f1", "macro_f1"))]
+        if shown is not None:
+            occlusion = record.get("occlusion") or {"ratios": [], "map": {}}
+            index = occlusion["ratios"].index(shown) if shown in occlusion["ratios"] else None
+            curves = occlusion["map"]
+            cells += [_percent(curves[m][index]) if index is not None and m in curves else "—" for m in OCCLUSION_MODES]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = records[0]
+    caption = (
+        f"{first['dataset']} ({first['split']}, {first['num_examples']} images, multi-label). Percent; mAP over the "
+        f"{int(first['metrics']['map_classes'])} classes with a positive image; F1 at sigmoid 0.5."
+    )
+    return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
 def markdown_table(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
-    """One row per model: the metrics in % (NLL in nats), OOD columns when measured, top-1 at 50 % dropping."""
+    """One row per model: the metrics in % (NLL in nats), OOD columns when measured, top-1 at 50 % dropping
+    (:func:`multi_label_table` for multi-label models)."""
+    if records and records[0].get("multi_label"):
+        return multi_label_table(records, labels)
     has_ood = any("ood" in r for r in records)
     ratios = next((r["occlusion"]["ratios"] for r in records if "occlusion" in r), [])
     shown = _pick_ratio(ratios)
@@ -566,7 +628,8 @@ def markdown_table(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> 
 
 
 def plot_occlusion(records: Sequence[dict[str, Any]], labels: Sequence[str], path: Path) -> Path | None:
-    """Top-1 (%) against patches dropped (%), one panel per dropping mode, one line per model."""
+    """Top-1 (%; mAP for multi-label models) against patches dropped (%), one panel per dropping mode, one line
+    per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -575,6 +638,8 @@ def plot_occlusion(records: Sequence[dict[str, Any]], labels: Sequence[str], pat
     with_curves = [(label, r["occlusion"]) for label, r in zip(labels, records, strict=True) if r.get("occlusion")]
     if not with_curves:
         return None
+    key, metric = ("map", "mAP") if "map" in with_curves[0][1] else ("top1", "top-1 accuracy")
+    with_curves = [(label, {**o, "top1": o[key]}) for label, o in with_curves]
     modes = [m for m in OCCLUSION_MODES if any(m in o["top1"] for _, o in with_curves)]
     fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.6), sharey=True, squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
@@ -585,7 +650,7 @@ def plot_occlusion(records: Sequence[dict[str, Any]], labels: Sequence[str], pat
         ax.set_title(f"{MODE_TITLES[mode]} patch dropping")
         ax.set_xlabel("patches dropped (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy (%)")
+    axes[0][0].set_ylabel(f"{metric} (%)")
     axes[0][-1].legend(title="model", fontsize=8)
     first = records[0]
     title = f"Occlusion: {first['dataset']} ({first['split']}, {first['num_examples']} images)"
@@ -686,7 +751,16 @@ def run(models: Sequence[str], args: EvaluateArguments) -> tuple[list[dict[str, 
             with_labels=False,
             **ood_options,
         )
+    if data.multi_label and ood is not None:
+        raise ValueError("--ood_dataset scores single-label classifiers (maximum softmax); this data is multi-label")
     for name, model, _ in loaded:
+        multi = getattr(model.config, "problem_type", None) == "multi_label_classification"
+        if multi != data.multi_label:
+            raise ValueError(
+                f"model {name!r} is a {'multi' if multi else 'single'}-label classifier (problem_type "
+                f"{getattr(model.config, 'problem_type', None)!r}) but data set {data.name!r} is "
+                f"{'multi-label (lists of labels)' if data.multi_label else 'single-label'}"
+            )
         model_class_subset(name, model, data)
         if data.max_label is not None and data.max_label >= model.config.num_labels:
             raise ValueError(

@@ -12,6 +12,8 @@ Pure functions over tensors; :mod:`mixpro_hf.loss` puts them together for a trai
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +38,36 @@ def smooth_one_hot(labels: torch.Tensor, num_labels: int, smoothing: float = 0.0
     return target.scatter_(1, labels.unsqueeze(1), 1.0 - smoothing + off)
 
 
+def check_multi_hot(targets: torch.Tensor, num_labels: int) -> None:
+    """Raise ``ValueError`` unless ``targets`` is a ``(B, num_labels)`` float multi-hot matrix with values in [0, 1]
+    (the dense targets of a multi-label batch; a row of zeros is an image with no label)."""
+    if not targets.dtype.is_floating_point:
+        raise ValueError(f"multi-label targets must be a float (B, C) multi-hot matrix, got dtype {targets.dtype}")
+    if targets.dim() != 2 or targets.shape[1] != num_labels:
+        raise ValueError(
+            f"multi-label targets must have shape (batch, {num_labels}) (num_labels={num_labels}), got "
+            f"{tuple(targets.shape)}"
+        )
+    if targets.numel() and not bool(((targets >= 0) & (targets <= 1)).all()):
+        raise ValueError("multi-label targets must hold values in [0, 1] (multi-hot), got values outside or NaN")
+
+
+def smooth_multi_hot(targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """timm 1.0.31's multi-label smoothing (``Mixup(multi_label=True)``, ``BinaryCrossEntropy(smooth_dense=True)``):
+    every class is an independent binary label smoothed towards 0.5, ``t·(1 − smoothing) + 0.5·smoothing``."""
+    targets = targets.float()
+    return targets * (1.0 - smoothing) + 0.5 * smoothing if smoothing else targets
+
+
+def dense_target(labels: torch.Tensor, num_labels: int, smoothing: float = 0.0) -> torch.Tensor:
+    """The smoothed ``(B, num_labels)`` target of a batch: class ids ``(B,)`` give :func:`smooth_one_hot` (timm's
+    single-label smoothing, also what timm's ``BinaryCrossEntropy`` uses for ids), a ``(B, C)`` multi-hot matrix
+    gives :func:`smooth_multi_hot` (towards 0.5)."""
+    if labels.dim() == 2:
+        return smooth_multi_hot(labels, smoothing)
+    return smooth_one_hot(labels, num_labels, smoothing)
+
+
 def mixed_target(
     labels: torch.Tensor,
     partner: torch.Tensor,
@@ -43,11 +75,20 @@ def mixed_target(
     num_labels: int,
     smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """``lam * y_i + (1 - lam) * y_partner`` on smoothed one-hot targets (eq. 7 with ``lam``; timm order:
-    smooth, then mix). ``lam`` is a ``(B,)`` tensor (or a float)."""
-    own = smooth_one_hot(labels, num_labels, smoothing)
+    """``lam * y_i + (1 - lam) * y_partner`` on smoothed dense targets (eq. 7 with ``lam``; timm order: smooth,
+    then mix). ``labels``: class ids ``(B,)`` or a multi-hot ``(B, C)`` matrix (:func:`dense_target`); ``lam`` is a
+    ``(B,)`` tensor (or a float)."""
+    own = dense_target(labels, num_labels, smoothing)
     lam = torch.as_tensor(lam, dtype=own.dtype, device=own.device).reshape(-1, 1)
     return lam * own + (1.0 - lam) * own[partner]
+
+
+def binarize_target(target: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """timm's ``BinaryCrossEntropy(target_threshold=...)``: ``target > threshold`` as 0/1 (strict), applied after
+    smoothing and mixing; ``None`` keeps the soft target."""
+    if threshold is None:
+        return target
+    return target.gt(threshold).to(target.dtype)
 
 
 def attention_lambda(cls_attention: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
@@ -91,11 +132,14 @@ def progressive_factor(
     *,
     progress: float | None = None,
     learnable: torch.Tensor | None = None,
+    activation: Literal["softmax", "sigmoid"] = "softmax",
 ) -> torch.Tensor:
     """The progressive factor α (eq. 8), per sample, in ``[0, 1]``.
 
-    Strategies (paper Table 10): ``"cosine"`` (default) the cosine similarity of softmax(logits) and
-    the area-mixed soft target; ``"equal"`` 0.5; ``"linear"`` ``progress`` = T / T_max;
+    Strategies (paper Table 10): ``"cosine"`` (default) the cosine similarity of the model's probability vector
+    and the area-mixed soft target, the probability vector being the one of the loss: ``activation="softmax"``
+    for cross-entropy (the paper), ``"sigmoid"`` (independent per-class probabilities) for binary cross-entropy
+    and multi-label targets; ``"equal"`` 0.5; ``"linear"`` ``progress`` = T / T_max;
     ``"parabolic"`` ``progress ** 2``; ``"learnable"`` ``sigmoid(learnable)``, one trained parameter.
     The gradient flows through α (as in the reference code); detach the result to stop it.
     """
@@ -105,7 +149,9 @@ def progressive_factor(
             raise ValueError(
                 f"soft_targets shape {tuple(soft_targets.shape)} must equal logits shape {tuple(logits.shape)}"
             )
-        probs = logits.float().softmax(-1)
+        if activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
+        probs = logits.float().softmax(-1) if activation == "softmax" else logits.float().sigmoid()
         return F.cosine_similarity(probs, soft_targets.float(), dim=-1).clamp(0.0, 1.0)
     if strategy == "equal":
         return torch.full((batch,), 0.5, device=logits.device)

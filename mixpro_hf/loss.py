@@ -20,14 +20,16 @@ from torch import nn
 
 from .labels import (
     attention_lambda,
+    binarize_target,
     check_labels,
+    check_multi_hot,
     mixed_target,
     pal_lambda,
     progressive_factor,
     transmix_lambda,
 )
 from .mixing import MixOutput
-from .recipe import MixProConfig, label_mode
+from .recipe import MixProConfig, label_mode, resolved_loss
 
 
 @dataclass
@@ -44,6 +46,12 @@ class MixedLoss:
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``-Σ target · log_softmax(logits)`` (timm's SoftTargetCrossEntropy)."""
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over all ``B × C`` entries of BCE-with-logits on a dense target (timm's ``BinaryCrossEntropy`` with
+    reduction ``mean``, 🤗's multi-label loss)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
 def hard_mixed_cross_entropy(
@@ -76,10 +84,22 @@ def mixed_loss(
     PAL batches use the reference code's ``λ·CE(y_i) + (1 − λ)·CE(y_j)`` on unsmoothed labels
     (``config.loss_form="hard"``, the default) or the soft form; every other batch (area labels, TransMix)
     uses the soft-target cross-entropy on the smoothed ``mixed_target(λ)``, as timm and TransMix's code do.
+
+    ``labels``: class ids ``(B,)``, or a multi-hot ``(B, C)`` float matrix (multi-label data). With binary
+    cross-entropy (``config.loss`` ``"bce"``, or ``"auto"`` on multi-label labels) every batch's loss is
+    :func:`binary_cross_entropy` on the same ``mixed_target(λ)`` (multi-hot targets smoothed towards 0.5, as timm
+    1.0.31), binarised at ``config.bce_target_threshold`` when set; α (eq. 8) compares the *sigmoid*
+    probabilities with the area-mixed target. BCE is linear in the target, so the hard form of PAL batches,
+    ``λ·BCE(y_i) + (1 − λ)·BCE(y_j)`` on unsmoothed labels, is BCE on the unsmoothed ``mixed_target(λ)``.
     """
     num_labels = logits.shape[-1]
+    multi_label = labels.dim() == 2
     if labels.device.type == "cpu":  # on accelerators the collator has checked them (no per-step host sync)
-        check_labels(labels, num_labels)
+        if multi_label:
+            check_multi_hot(labels, num_labels)
+        else:
+            check_labels(labels, num_labels)
+    bce = resolved_loss(config, multi_label) == "bce"
     mode = label_mode(config, mix.method)
     lam_area = mix.lam_area.to(device=logits.device, dtype=torch.float32)
     partner = mix.partner.to(logits.device)
@@ -93,7 +113,12 @@ def mixed_loss(
         if mode == "pal":
             area_target = mixed_target(labels, partner, lam_area, num_labels, config.label_smoothing_factor)
             alpha = progressive_factor(
-                logits, area_target, config.alpha_strategy, progress=progress, learnable=learnable_alpha
+                logits,
+                area_target,
+                config.alpha_strategy,
+                progress=progress,
+                learnable=learnable_alpha,
+                activation="sigmoid" if bce else "softmax",
             )
             if not config.alpha_grad:
                 alpha = alpha.detach()
@@ -102,7 +127,12 @@ def mixed_loss(
         else:
             lam = transmix_lambda(lam_area, lam_attn, config.transmix_label)
     stats["lam"] = lam.detach().mean()
-    if mode == "pal" and config.loss_form == "hard":
+    hard = mode == "pal" and config.loss_form == "hard"
+    if bce:
+        smoothing = 0.0 if hard else config.label_smoothing_factor
+        target = mixed_target(labels, partner, lam, num_labels, smoothing)
+        loss = binary_cross_entropy(logits, binarize_target(target, config.bce_target_threshold))
+    elif hard:
         loss = hard_mixed_cross_entropy(logits, labels, partner, lam)
     else:
         target = mixed_target(labels, partner, lam, num_labels, config.label_smoothing_factor)

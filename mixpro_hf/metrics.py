@@ -159,12 +159,25 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
     }
 
 
-def compute_metrics(eval_prediction: Any) -> dict[str, float]:
-    """``Trainer`` hook: metrics of an ``EvalPrediction`` (``predictions``, ``label_ids``)."""
+def evaluation_metrics(
+    logits: np.ndarray, labels: np.ndarray, label_names: list[str] | None = None
+) -> dict[str, float]:
+    """The evaluation metrics of a split: :func:`classification_metrics` for class ids ``(N,)``,
+    :func:`~mixpro_hf.multi_label_metrics.multi_label_metrics` (mAP, F1) for multi-hot targets ``(N, C)``."""
+    if np.ndim(labels) == 2:
+        from .multi_label_metrics import multi_label_metrics
+
+        return multi_label_metrics(logits, labels, label_names)
+    return classification_metrics(logits, labels)
+
+
+def compute_metrics(eval_prediction: Any, label_names: list[str] | None = None) -> dict[str, float]:
+    """``Trainer`` hook: metrics of an ``EvalPrediction`` (``predictions``, ``label_ids``), see
+    :func:`evaluation_metrics` (bind ``label_names`` with ``functools.partial`` for per-class AP)."""
     logits = eval_prediction.predictions
     if isinstance(logits, tuple):
         logits = logits[0]
-    return classification_metrics(logits, eval_prediction.label_ids)
+    return evaluation_metrics(logits, eval_prediction.label_ids, label_names)
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

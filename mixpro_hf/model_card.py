@@ -48,6 +48,9 @@ METRICS = {
     "ece": ("ece", "Expected calibration error (ECE)"), "loss": (None, "Loss"),
     "ece_calibrated": (None, "ECE after temperature scaling (--calibrate)"),
     "temperature": (None, "Temperature fitted on validation (--calibrate)"),
+    "map": ("map", "mAP (macro average precision over classes, multi-label)"),
+    "micro_f1": ("micro_f1", "Micro F1 at sigmoid 0.5 (multi-label)"),
+    "macro_f1": ("macro_f1", "Macro F1 at sigmoid 0.5 (multi-label)"),
 }  # fmt: skip
 SPEED = ("runtime", "samples_per_second", "steps_per_second")
 RECIPE = (
@@ -300,6 +303,7 @@ EVALUATION_METRICS = {
     "accuracy": "accuracy", "top5_accuracy": "top_5_accuracy", "nll": "nll", "ece": "ece",
     "rms_calibration_error": "rms_calibration_error", "aurra": "aurra",
     "ood_auprc": "ood_auprc", "ood_auroc": "ood_auroc", "ood_fpr95": "ood_fpr_at_95_tpr",
+    "map": "map", "micro_f1": "micro_f1", "macro_f1": "macro_f1",
 }  # fmt: skip
 
 
@@ -313,8 +317,10 @@ def add_evaluation_results(model_dir: str | os.PathLike[str], record: dict[str, 
     values = {EVALUATION_METRICS[k]: v for k, v in record["metrics"].items() if k in EVALUATION_METRICS}
     values.update({EVALUATION_METRICS[k]: v for k, v in record.get("ood", {}).items() if k in EVALUATION_METRICS})
     occlusion = record.get("occlusion") or {}
-    for mode, curve in occlusion.get("top1", {}).items():
-        values.update({f"top1_{mode}_drop_{r:g}": v for r, v in zip(occlusion["ratios"], curve, strict=True) if r > 0})
+    for metric in ("top1", "map"):  # map: a multi-label model's curves
+        for mode, curve in occlusion.get(metric, {}).items():
+            ratios = zip(occlusion["ratios"], curve, strict=True)
+            values.update({f"{metric}_{mode}_drop_{r:g}": v for r, v in ratios if r > 0})
     new = [
         EvalResult("image-classification", dataset_type=dataset_type, dataset_name=name,
                    dataset_split=record["split"], metric_type=key, metric_value=float(value))

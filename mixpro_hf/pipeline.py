@@ -11,6 +11,7 @@ checkpoint's ``mixpro_run.json`` by :func:`~mixpro_hf.run_record.check_resume`) 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -38,6 +39,7 @@ from .preflight import (
     first_line,
     load_refusal,
 )
+from .recipe import resolved_loss
 from .run_record import (
     RESUME_KEYS,
     RUN_FILE,
@@ -78,13 +80,18 @@ class Prepared:
     label_names: list[str]
     patch_size: int
     image_size: int
+    #: multi-label data (lists of labels): the model has ``problem_type = "multi_label_classification"``
+    multi_label: bool = False
     #: A resumed run: the checkpoint's run record, and the settings it changes with consent (applied, recorded).
     previous_record: dict[str, Any] | None = None
     resume_changes: dict[str, Any] = field(default_factory=dict)
 
 
 def _processor_image_size(processor: Any) -> int | None:
-    size = getattr(processor, "size", None) or {}
+    """The side of the images the processor gives the model: its centre crop when it crops (a saved evaluation
+    transform resizes to ``image_size / crop_pct`` first), else its resize."""
+    cropped = getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None)
+    size = (cropped or getattr(processor, "size", None)) or {}
     if isinstance(size, dict):
         value = size.get("height") or size.get("shortest_edge")
     else:
@@ -143,7 +150,7 @@ def make_trainer(prepared: Prepared, training_args: MixProTrainingArguments) -> 
         train_dataset=prepared.train_set,
         eval_dataset=prepared.eval_set,
         processing_class=prepared.processor,
-        compute_metrics=compute_metrics,
+        compute_metrics=functools.partial(compute_metrics, label_names=prepared.label_names),
     )
 
 
@@ -178,15 +185,37 @@ def _load_stream(model_args: ModelArguments, data_args: DataArguments, training_
     return load_streaming_splits(data_args, seed=training_args.seed, load_kwargs=model_args.dataset_kwargs())
 
 
-def model_label_names(model_args: ModelArguments) -> list[str]:
-    """The class names of the model an evaluation-only run evaluates (its config's ``id2label``, by id)."""
+def _model_config(model_args: ModelArguments) -> Any:
     source = model_args.config_name or model_args.model_name_or_path
     try:
-        config = AutoConfig.from_pretrained(source, **model_args.pretrained_kwargs())
+        return AutoConfig.from_pretrained(source, **model_args.pretrained_kwargs())
     except (OSError, ValueError) as err:
         raise ValueError(f"could not load the config of model {source!r}: {first_line(err)}") from err
-    id2label = getattr(config, "id2label", None) or {}
+
+
+def model_label_names(model_args: ModelArguments) -> list[str]:
+    """The class names of the model an evaluation-only run evaluates (its config's ``id2label``, by id)."""
+    id2label = getattr(_model_config(model_args), "id2label", None) or {}
     return [str(id2label[i]) for i in sorted(id2label, key=int)]
+
+
+MULTI_LABEL_PROBLEM = "multi_label_classification"
+
+
+def set_problem_type(model: PreTrainedModel, training_args: MixProTrainingArguments, multi_label: bool) -> None:
+    """Resolve ``--loss auto`` into what the run trains with (recorded as such) and give the model the
+    ``problem_type`` that makes stock 🤗 code (its own loss, ``pipeline()``) score it as it was evaluated:
+    ``"multi_label_classification"`` (BCE, independent sigmoid scores) for multi-label data; single-label models
+    keep 🤗's single-label default, also with ``--loss bce`` (top-1 and the reported softmax metrics, as the
+    run's evaluation; the ranking of the sigmoid scores is the same)."""
+    training_args.loss = resolved_loss(training_args, multi_label)
+    if multi_label and getattr(training_args, "calibrate", False):
+        raise ValueError(
+            "--calibrate fits one softmax temperature (single-label); this data is multi-label (lists of labels): "
+            "leave --calibrate off"
+        )
+    if multi_label:
+        model.config.problem_type = MULTI_LABEL_PROBLEM
 
 
 def _build_model(model_args: ModelArguments, names: list[str]) -> tuple[PreTrainedModel, Any]:
@@ -207,7 +236,9 @@ def _prepare_data_and_model(
 ) -> Prepared:
     load_kwargs = model_args.dataset_kwargs()
     if not training_args.do_train:  # evaluation only: the given evaluation data, in the model's label space
-        data = load_evaluation_splits(data_args, model_label_names(model_args), training_args.seed, load_kwargs)
+        multi = getattr(_model_config(model_args), "problem_type", None) == MULTI_LABEL_PROBLEM
+        names = model_label_names(model_args)
+        data = load_evaluation_splits(data_args, names, training_args.seed, load_kwargs, multi_label=multi)
     elif data_args.streaming:
         data = _load_stream(model_args, data_args, training_args)
     else:
@@ -216,6 +247,7 @@ def _prepare_data_and_model(
     image_column, label_column, names = data.image_column, data.label_column, data.label_names
     set_seed(training_args.seed)
     model, processor = _build_model(model_args, names)
+    set_problem_type(model, training_args, data.multi_label)
     patch, model_image_size = model_geometry(model, training_args.mix_patch_size)
     image_size = _processor_image_size(processor) or model_image_size
     if image_size is None:
@@ -225,16 +257,17 @@ def _prepare_data_and_model(
     train_tf, eval_tf = build_transforms(image_size, processor.image_mean, processor.image_std, data_args)
     # the processor saved with the model is the evaluation transform (interpolation, resize, crop, mean/std)
     processor = evaluation_processor(image_size, processor.image_mean, processor.image_std, data_args)
+    classes = len(names) if data.multi_label else None
     if train_set is not None:
-        train_set = attach_transform(train_set, train_tf, image_column, label_column)
+        train_set = attach_transform(train_set, train_tf, image_column, label_column, classes)
     if eval_set is not None:
-        eval_set = attach_transform(eval_set, eval_tf, image_column, label_column)
+        eval_set = attach_transform(eval_set, eval_tf, image_column, label_column, classes)
     if test_set is not None:
-        test_set = attach_transform(test_set, eval_tf, image_column, label_column)
+        test_set = attach_transform(test_set, eval_tf, image_column, label_column, classes)
     for split, dataset in (("validation", eval_set), ("test", test_set)):
         if dataset is not None and not training_args.do_train:
             logger.info("evaluating the model on %d %s images", len(dataset), split)
-    return Prepared(model, processor, train_set, eval_set, test_set, names, patch, image_size)
+    return Prepared(model, processor, train_set, eval_set, test_set, names, patch, image_size, data.multi_label)
 
 
 # ---------------------------------------------------------------------- checks before training
@@ -341,6 +374,9 @@ def write_figures(
     """The α/λ curves (Fig. 2a) and MaskMix samples beside their attention maps (Fig. 6): up to six evaluation
     images of distinct classes, each mixed with an image of another class, titled with the class names."""
     plot_alpha_curve(log_history, output_dir / ALPHA_CURVE_FILE)
+    if prepared.multi_label:  # the figure pairs images of distinct classes and titles each with its one class
+        logger.info("no %s for multi-label data (its titles name one class per image)", SAMPLES_FILE)
+        return
     patch, processor = prepared.patch_size, prepared.processor
     scale = max(1, min(mask_scale, prepared.image_size // patch // 2))
     plot_dataset_maskmix_samples(

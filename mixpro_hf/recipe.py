@@ -115,6 +115,17 @@ class MixProConfig:
         "Loss of PAL batches: hard = lam*CE(y_i) + (1-lam)*CE(y_j) on unsmoothed labels (reference code); soft = "
         "soft-target CE on the smoothed lam-mixed target (paper Alg. 1). Other batches always use the soft form.",
     )
+    loss: Literal["auto", "ce", "bce"] = _setting(
+        "auto",
+        "Training loss: ce = softmax cross-entropy on the mixed targets; bce = binary cross-entropy with logits on "
+        "the same mixed targets (timm's BinaryCrossEntropy, DeiT III); auto = bce for multi-label data (list "
+        "labels), ce otherwise. Multi-label data needs bce.",
+    )
+    bce_target_threshold: float | None = _setting(
+        None,
+        "With loss bce: binarise the smoothed, mixed target, target > threshold (strict, timm's "
+        "--bce-target-thresh; DeiT III binarises at 0). Unset: the soft target.",
+    )
     method: InitVar[str | None] = None
     label_smoothing: InitVar[float | None] = None
     maskmix_partner: InitVar[str | None] = None
@@ -153,6 +164,13 @@ class MixProConfig:
             if not 0.0 <= values[0] < values[1] <= 1.0:
                 raise ValueError(f"cutmix_minmax must satisfy 0 <= min < max <= 1, got {values!r}")
             self.cutmix_minmax = [float(v) for v in values]
+        if self.bce_target_threshold is not None:
+            _check_number("bce_target_threshold", self.bce_target_threshold, 0.0, 1.0, high_open=True)
+            if self.loss == "ce":
+                raise ValueError(
+                    f"bce_target_threshold={self.bce_target_threshold!r} binarises the targets of loss bce, but loss "
+                    "is 'ce': use --loss bce or leave the threshold unset"
+                )
         if self.mix_method == "transmix" and self.mixup_mode != "batch":
             raise ValueError(
                 f"mix_method='transmix' labels whole CutMix batches (TransMix's code): mixup_mode must be 'batch', "
@@ -307,6 +325,24 @@ def mixing_warnings(config: MixProConfig, grid: tuple[int, int] | None, per_proc
                 "mask_scale gives more cells"
             )
     return warnings_
+
+
+def resolved_loss(config: MixProConfig, multi_label: bool) -> str:
+    """The loss a run trains with: ``config.loss``, ``"auto"`` meaning ``"bce"`` for multi-label data and ``"ce"``
+    otherwise; ``loss="ce"`` on multi-label data is a one-line ``ValueError`` (a softmax cannot give several
+    independent labels)."""
+    if multi_label and config.loss == "ce":
+        raise ValueError(
+            "loss='ce' (softmax cross-entropy) cannot train multi-label data (the label column holds lists): use "
+            "--loss bce or leave --loss unset (auto)"
+        )
+    loss = ("bce" if multi_label else "ce") if config.loss == "auto" else config.loss
+    if loss == "ce" and config.bce_target_threshold is not None:
+        raise ValueError(
+            f"bce_target_threshold={config.bce_target_threshold!r} binarises the targets of loss bce, but this "
+            "single-label run trains with ce (loss 'auto'): add --loss bce or leave the threshold unset"
+        )
+    return loss
 
 
 def label_mode(config: MixProConfig, batch_method: str) -> str:

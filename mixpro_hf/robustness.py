@@ -103,6 +103,54 @@ def _logits(model: nn.Module, pixel_values: torch.Tensor, columns: torch.Tensor 
     return logits if columns is None else logits[:, columns]
 
 
+def _drop_orders(
+    pixel_values: torch.Tensor,
+    patch_size: int,
+    saliency: torch.Tensor | None,
+    repeats: int,
+    generator: torch.Generator | None,
+) -> dict[str, list[torch.Tensor]]:
+    """The patch priorities of each dropping mode: ``repeats`` random orders, and the (non-)salient order."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+    batch, _, height, width = pixel_values.shape
+    patches = (height // patch_size) * (width // patch_size)
+    orders = {"random": [torch.rand(batch, patches, generator=generator) for _ in range(repeats)]}
+    if saliency is not None:
+        orders["salient"] = [-saliency]
+        orders["non_salient"] = [saliency]
+    return orders
+
+
+@torch.no_grad()
+def occlusion_logits(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    patch_size: int,
+    ratios: Sequence[float] = DROP_RATIOS,
+    *,
+    saliency: torch.Tensor | None = None,
+    repeats: int = 1,
+    generator: torch.Generator | None = None,
+    columns: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The logits under patch dropping, for metrics over a whole set (a multi-label model's mAP):
+    ``{mode: (B, orders, len(ratios), C)}``, ``orders`` being ``repeats`` random draws (``random``) or 1; the modes
+    and drops as :func:`occlusion_correct`."""
+    results = {}
+    for mode, priorities in _drop_orders(pixel_values, patch_size, saliency, repeats, generator).items():
+        per_order = []
+        for priority in priorities:
+            priority = priority.to(pixel_values.device)
+            per_ratio = [
+                _logits(model, drop_patches(pixel_values, ratio, patch_size, priority=priority), columns).float()
+                for ratio in ratios
+            ]
+            per_order.append(torch.stack(per_ratio, dim=1))
+        results[mode] = torch.stack(per_order, dim=1)
+    return results
+
+
 @torch.no_grad()
 def occlusion_correct(
     model: nn.Module,
@@ -124,22 +172,14 @@ def occlusion_correct(
     attention on the model's grid) is given: the most / least attended patches first. ``columns`` restricts the
     logits to a class subset (labels index into it); ``clean_correct`` ``(B,)``, when known, is used for ratio 0.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    batch, _, height, width = pixel_values.shape
-    patches = (height // patch_size) * (width // patch_size)
-    orders = {"random": [torch.rand(batch, patches, generator=generator) for _ in range(repeats)]}
-    if saliency is not None:
-        orders["salient"] = [-saliency]
-        orders["non_salient"] = [saliency]
     results = {}
-    for mode, priorities in orders.items():
+    for mode, priorities in _drop_orders(pixel_values, patch_size, saliency, repeats, generator).items():
         columns_out = []
         for ratio in ratios:
             if ratio == 0 and clean_correct is not None:
                 columns_out.append(clean_correct.float())
                 continue
-            correct = torch.zeros(batch, device=pixel_values.device)
+            correct = torch.zeros(pixel_values.shape[0], device=pixel_values.device)
             for priority in priorities:
                 dropped = drop_patches(pixel_values, ratio, patch_size, priority=priority.to(pixel_values.device))
                 correct += (_logits(model, dropped, columns).argmax(1) == labels).float()

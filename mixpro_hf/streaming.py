@@ -28,6 +28,7 @@ from .data import (
     find_column,
 )
 from .images import ensure_image_feature, verify_images
+from .multi_label import align_multi_label_split, is_multi_label_feature
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,15 @@ def _stream_label_names(features: Any, label_column: str, num_labels: int | None
                 f"{blank[0]}) is blank, and a blank class name is a missing label: name the class or drop its rows"
             )
         return list(feature.names)
-    if _is_dtype(feature, INTEGER_DTYPES) and num_labels is not None:
+    inner = feature.feature if is_multi_label_feature(feature) else feature  # multi-label: lists of ids
+    if isinstance(inner, ClassLabel) and inner is not feature:
+        return _stream_label_names({label_column: inner}, label_column, num_labels)
+    if _is_dtype(inner, INTEGER_DTYPES) and num_labels is not None:
         return [str(i) for i in range(num_labels)]
     raise ValueError(
         f"--streaming: label column {label_column!r} is {feature}; a stream's label space must come from its "
-        "features: a ClassLabel (as 🤗 Parquet exports and image folders have), or integer ids with --num_labels N"
+        "features: a ClassLabel (as 🤗 Parquet exports and image folders have), or integer ids with --num_labels N "
+        "(for multi-label data, lists of either)"
     )
 
 
@@ -132,6 +137,7 @@ def load_streaming_splits(
     image_column = find_column(list(features), args.image_column_name, IMAGE_COLUMNS, "image")
     label_column = find_column(list(features), args.label_column_name, LABEL_COLUMNS, "label")
     names = _stream_label_names(features, label_column, args.num_labels)
+    multi_label = is_multi_label_feature(features[label_column])
     if len(names) < 2:
         raise ValueError(f"label column {label_column!r} declares {len(names)} class {names}: a classifier needs two")
     feature = features[image_column]
@@ -146,7 +152,10 @@ def load_streaming_splits(
             dataset = _materialise(stream, image_column, args.max_eval_samples)
         else:
             return None
-        dataset = _align_split(dataset, label_column, names, split)
+        if multi_label:
+            dataset = align_multi_label_split(dataset, label_column, names, split)
+        else:
+            dataset = _align_split(dataset, label_column, names, split)
         if args.max_eval_samples is not None and len(dataset) > args.max_eval_samples:
             dataset = dataset.shuffle(seed=seed).select(range(args.max_eval_samples))
         dataset = ensure_image_feature(dataset, image_column)
@@ -170,4 +179,4 @@ def load_streaming_splits(
     train = train.shuffle(seed=seed, buffer_size=args.shuffle_buffer_size)
     if world_size > 1:
         train = split_dataset_by_node(train, rank=rank, world_size=world_size)
-    return DataSplits(train, validation, test, image_column, label_column, names)
+    return DataSplits(train, validation, test, image_column, label_column, names, multi_label)

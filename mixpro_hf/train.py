@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         logging.getLogger("mixpro_hf").removeHandler(handler)
         end_process_group()
-    summary = {k: v for k, v in results.items() if k.endswith(("accuracy", "ece"))}
+    summary = {k: v for k, v in results.items() if k.endswith(("accuracy", "ece", "_map", "_f1"))}
     print("final metrics:", json.dumps(summary))
     return 0
 

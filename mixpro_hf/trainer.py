@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,10 @@ class MixProTrainer(Trainer):
                 process_index=args.process_index,
             )
         decide_unused_parameters(model, args, image_size)
-        super().__init__(model=model, args=args, **kwargs)
+        with warnings.catch_warnings():  # 🤗 drops its label smoother for multi-label models: that touches only
+            # the evaluation loss (BCE, unsmoothed); the training targets are smoothed by mixed_loss
+            warnings.filterwarnings("ignore", "Label smoothing is not compatible with multi-label", UserWarning)
+            super().__init__(model=model, args=args, **kwargs)
         # our loss is a per-batch mean: the Trainer divides it by the accumulation steps (``loss_is_scaled_for_ga``;
         # releases before it decide from ``model_accepts_loss_kwargs``, which would skip the division)
         self.loss_is_scaled_for_ga = False
