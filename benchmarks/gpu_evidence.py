@@ -52,7 +52,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -484,7 +484,7 @@ def run_queue(
         f"queue: {len(todo)} runs to go; plan {plan.processes} process(es), compile {plan.compile}, "
         f"~{plan.seconds_per_run:.0f} s per run, ~{runs_in(plan, remaining)} runs fit in {remaining:.0f} s"
     )
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     runs_path = out / f"cifar10_runs_{mode.tag}_{stamp}.json"
     while runs_path.exists():  # two sessions in one second (the tests): never overwrite
         stamp += "x"

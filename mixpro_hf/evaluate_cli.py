@@ -22,7 +22,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -672,7 +672,7 @@ def _environment(accelerator: Any) -> dict[str, Any]:
     from . import __version__
 
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "python": platform.python_version(),

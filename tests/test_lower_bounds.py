@@ -4,9 +4,9 @@ every direct dependency of ``pyproject.toml`` at exactly its ``>=`` bound, and i
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
