@@ -173,16 +173,21 @@ def encode_string_labels(
     return dataset.cast_column(label_column, ClassLabel(names=list(names)))
 
 
-def _align_split(
-    dataset: Dataset, label_column: str, names: list[str], split: str, reference: str = "the training split"
-) -> Dataset:
-    """``dataset``'s labels as ids of the training ``names`` (see :func:`align_splits`)."""
+def split_label_feature(dataset: Dataset, label_column: str, split: str) -> tuple[str, Any]:
+    """The label column's feature of a validation / test (or evaluation) split, and the ``" of the <split> split"``
+    its messages use; a split without the column is refused in one line."""
     if label_column not in dataset.column_names:
         raise ValueError(
             f"the {split} split has no label column {label_column!r}; it has columns {dataset.column_names}"
         )
-    where = f" of the {split} split"
-    feature = dataset.features[label_column]
+    return f" of the {split} split", dataset.features[label_column]
+
+
+def _align_split(
+    dataset: Dataset, label_column: str, names: list[str], split: str, reference: str = "the training split"
+) -> Dataset:
+    """``dataset``'s labels as ids of the training ``names`` (see :func:`align_splits`)."""
+    where, feature = split_label_feature(dataset, label_column, split)
     if _is_dtype(feature, STRING_DTYPES):
         return encode_string_labels(dataset, label_column, names, split, reference)
     values = _label_array(dataset, label_column)

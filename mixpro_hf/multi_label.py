@@ -28,7 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, LargeList, List
 
-from .class_labels import INTEGER_DTYPES, STRING_DTYPES, _is_dtype, _label_array, few_values, label_names
+from .class_labels import (
+    INTEGER_DTYPES,
+    STRING_DTYPES,
+    _is_dtype,
+    _label_array,
+    few_values,
+    label_names,
+    split_label_feature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -221,12 +229,7 @@ def align_multi_label_split(
     dataset: Dataset, label_column: str, names: list[str], split: str, reference: str = "the training split"
 ) -> Dataset:
     """A validation / test split (or an evaluation split of a multi-label model) as lists of ids of ``names``."""
-    if label_column not in dataset.column_names:
-        raise ValueError(
-            f"the {split} split has no label column {label_column!r}; it has columns {dataset.column_names}"
-        )
-    where = f" of the {split} split"
-    feature = dataset.features[label_column]
+    where, feature = split_label_feature(dataset, label_column, split)
     if not is_multi_label_feature(feature):
         raise ValueError(
             f"label column {label_column!r}{where} holds {getattr(feature, 'dtype', type(feature).__name__)} values, "
