@@ -1,5 +1,6 @@
 """mixpro-hf: MixPro (MaskMix + Progressive Attention Labeling, ICLR 2023) for 🤗 Vision Transformers."""
 
+from . import auto_classes  # noqa: F401  (this package's models in 🤗's Auto classes: CA-Swin)
 from .collator import MixProCollator, mix_to_batch, pop_mix
 from .labels import (
     attention_lambda,
@@ -15,7 +16,7 @@ from .recipe import MIX_METHODS, MixProConfig, batch_generator, label_mode, mix_
 
 __version__ = "0.1.0"
 
-# Names that need transformers are imported on first use, so `from mixpro_hf import maskmix` stays light.
+# The rest of what needs transformers (the trainer, the pipeline, timm, datasets) is imported on first use.
 _LAZY = {
     "capture_cls_attention": "attention",
     "cls_attention_problem": "attention",
@@ -40,8 +41,8 @@ _LAZY = {
     "model_geometry": "modeling",
     "token_geometry": "modeling",
     "TokenGeometry": "modeling",
-    "CaSwinConfig": "modeling",  # through modeling, which registers CA-Swin with the Auto classes
-    "CaSwinForImageClassification": "modeling",
+    "CaSwinConfig": "ca_swin",
+    "CaSwinForImageClassification": "ca_swin",
     "optimizer_param_groups": "modeling",
     "unwrap_model": "modeling",
     "DataArguments": "data",

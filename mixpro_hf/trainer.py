@@ -536,8 +536,9 @@ class MixProTrainer(Trainer):
     # ------------------------------------------------------------------ optimisation
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        """DeiT's rule (:func:`mixpro_hf.modeling.decay_parameter_names`): no decay on biases, norms, the
-        class / distillation / register tokens and the position embeddings."""
+        """Each family's official rule (:func:`mixpro_hf.modeling.decay_parameter_names`): no decay on biases,
+        norms, the class / distillation / register tokens, the position embeddings and what timm's models name in
+        ``no_weight_decay()``."""
         return decay_parameter_names(model)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
