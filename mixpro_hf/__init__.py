@@ -16,7 +16,12 @@ from .recipe import MIX_METHODS, MixProConfig, batch_generator, label_mode, mix_
 
 __version__ = "0.1.0"
 
-# The rest of what needs transformers (the trainer, the pipeline, timm, datasets) is imported on first use.
+# The Auto classes know this package's models as soon as it is imported: the backbones (AutoBackbone for ViT, DeiT,
+# PVT v1 and CA-Swin checkpoints), the two segmentation decoders (AutoModelForSemanticSegmentation) and CA-Swin
+# (auto_classes, imported above).
+from . import transfer as _transfer  # noqa: E402, F401  (registration runs on import)
+
+# The other names (the trainer, the pipeline, timm, datasets) are imported on first use.
 _LAZY = {
     "capture_cls_attention": "attention",
     "cls_attention_problem": "attention",
@@ -45,6 +50,19 @@ _LAZY = {
     "CaSwinForImageClassification": "ca_swin",
     "optimizer_param_groups": "modeling",
     "unwrap_model": "modeling",
+    "load_backbone": "transfer",
+    "segmentation_model": "transfer",
+    "ViTBackbone": "backbones",
+    "ViTBackboneConfig": "backbones",
+    "DeiTBackbone": "backbones",
+    "DeiTBackboneConfig": "backbones",
+    "PvtBackbone": "backbones",
+    "PvtBackboneConfig": "backbones",
+    "CaSwinBackbone": "backbones",
+    "LinearSegmentationConfig": "segmentation_models",
+    "LinearForSemanticSegmentation": "segmentation_models",
+    "SegmenterConfig": "segmentation_models",
+    "SegmenterForSemanticSegmentation": "segmentation_models",
     "DataArguments": "data",
     "parse_args": "arguments",
     "Prepared": "pipeline",

@@ -1,0 +1,340 @@
+"""From a classification checkpoint to dense prediction (MixPro §4.2): :func:`load_backbone` and
+:func:`segmentation_model`, and the Auto-class registration of the backbones and decoders (run on import).
+
+Papers:
+    - MixPro: Zhao et al., ICLR 2023, §4.2.1 / Table 3 (DeiT-S with a Linear or a Segmenter decoder) and §4.2.2 /
+      Table 4 (PVT-S in Mask R-CNN; 🤗 has no Mask R-CNN: its DETR-family and Mask2Former models take these
+      backbones through ``backbone_config``).
+    - UperNet: Xiao et al., ECCV 2018 (🤗 ``UperNetForSemanticSegmentation``, the common 🤗 route).
+
+Loading is strict: every tensor of the backbone comes from the checkpoint, by name, except the backbone's own new
+layers (BEiT's pyramid ``fpn.*``, Swin's per-stage norms ``hidden_states_norms.*``), and what the checkpoint has
+beyond the encoder (the classifier, CA-Swin's class-attention block and class token, the blocks after the last
+chosen one of a timm model) is named in one logged line and in the loading info.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    DeiTConfig,
+    PreTrainedModel,
+    PvtConfig,
+    SwinBackbone,
+    TimmBackbone,
+    TimmBackboneConfig,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+    ViTConfig,
+)
+
+from . import modeling  # noqa: F401  (registers CA-Swin with AutoConfig / AutoModelForImageClassification)
+from .backbones import (
+    CaSwinBackbone,
+    DeiTBackbone,
+    DeiTBackboneConfig,
+    PvtBackbone,
+    PvtBackboneConfig,
+    ViTBackbone,
+    ViTBackboneConfig,
+    backbone_config_from,
+)
+from .ca_swin import CaSwinConfig
+from .segmentation_models import (
+    LinearForSemanticSegmentation,
+    LinearSegmentationConfig,
+    SegmenterConfig,
+    SegmenterForSemanticSegmentation,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DECODERS", "BACKBONE_FAMILIES", "load_backbone", "segmentation_model"]
+
+DECODERS = ("linear", "segmenter", "upernet")
+# Model types load_backbone takes, and what it builds.
+BACKBONE_FAMILIES = {
+    "vit": "ViTBackbone",
+    "deit": "DeiTBackbone",
+    "pvt": "PvtBackbone",
+    "ca_swin": "SwinBackbone",
+    "timm_wrapper": "TimmBackbone",
+}
+# Backbone layers that are new by design (not in any classification checkpoint).
+NEW_LAYER_PREFIXES = ("fpn.", "hidden_states_norms.")
+# Keyword arguments of load_backbone that configure the backbone (the others go to from_pretrained).
+BACKBONE_KWARGS = ("out_features", "add_fpn", "apply_layernorm")
+# Backbones whose config the Auto classes resolve after `import mixpro_hf` (custom types and 🤗 configs without one).
+_AUTO_BACKBONES = (
+    (ViTBackboneConfig, ViTBackbone),
+    (DeiTBackboneConfig, DeiTBackbone),
+    (PvtBackboneConfig, PvtBackbone),
+)
+
+
+def register_auto_classes() -> None:
+    """``AutoConfig`` / ``AutoBackbone`` for the backbones (ViT, DeiT, PVT v1 and CA-Swin checkpoints open with
+    ``AutoBackbone.from_pretrained``), ``AutoConfig`` / ``AutoModelForSemanticSegmentation`` for the two decoders,
+    and ``register_for_auto_class`` so that ``save_pretrained`` writes their code and ``auto_map``."""
+    for config_class, model_class in _AUTO_BACKBONES:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoBackbone.register(config_class, model_class, exist_ok=True)
+    # 🤗's own configs of the classifiers: the backbone class converts them (the name check of `register` is for
+    # a model's own config class, so the mapping is extended directly).
+    for config_class, model_class in ((ViTConfig, ViTBackbone), (DeiTConfig, DeiTBackbone), (PvtConfig, PvtBackbone)):
+        AutoBackbone._model_mapping.register(config_class, model_class, exist_ok=True)
+    AutoBackbone.register(CaSwinConfig, CaSwinBackbone, exist_ok=True)
+    for config_class, model_class in (
+        (LinearSegmentationConfig, LinearForSemanticSegmentation),
+        (SegmenterConfig, SegmenterForSemanticSegmentation),
+    ):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModelForSemanticSegmentation.register(config_class, model_class, exist_ok=True)
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class("AutoModelForSemanticSegmentation")
+
+
+register_auto_classes()
+
+
+def _classifier(checkpoint: Any, load_kwargs: dict[str, Any]) -> PreTrainedModel:
+    if isinstance(checkpoint, PreTrainedModel):
+        if load_kwargs:
+            raise ValueError(f"loading options {sorted(load_kwargs)} given with an already-loaded model")
+        return checkpoint
+    if not isinstance(checkpoint, (str, bytes)) and not hasattr(checkpoint, "__fspath__"):
+        raise ValueError(f"checkpoint must be a folder, a Hub id or a PreTrainedModel, got {type(checkpoint).__name__}")
+    try:
+        return AutoModelForImageClassification.from_pretrained(checkpoint, **load_kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"could not load the classification checkpoint {checkpoint!r}: {first}") from err
+
+
+def _timm_backbone(classifier: PreTrainedModel, out_indices: list[int] | None) -> tuple[nn.Module, dict[str, str]]:
+    """A ``TimmBackbone`` of the wrapper's architecture and ``model_args`` (``dynamic_img_size`` where the
+    architecture has it), and the map from its tensor names to the wrapper's."""
+    config = classifier.config
+    timm_model = classifier.timm_model
+    model_args = dict(config.model_args or {})
+    if "dynamic_img_size" in inspect.signature(type(timm_model).__init__).parameters:
+        model_args.setdefault("dynamic_img_size", True)
+    depth = len(getattr(timm_model, "blocks", []) or []) or None
+    indices = out_indices if out_indices is not None else ([depth - 1] if depth else [-1])
+    backbone_config = TimmBackboneConfig(backbone=config.architecture, out_indices=list(indices))
+    try:
+        backbone = TimmBackbone(backbone_config, **model_args)
+    except (RuntimeError, AssertionError, TypeError) as err:
+        raise ValueError(
+            f"timm {config.architecture!r} gives no feature maps (features_only): {str(err).splitlines()[0]}"
+        ) from err
+    names = {key: "timm_model." + key.removeprefix("_backbone.model.") for key in backbone.state_dict()}
+    return backbone, names
+
+
+def _copy_weights(
+    backbone: nn.Module, source: dict[str, torch.Tensor], names: dict[str, str], origin: str
+) -> dict[str, list[str]]:
+    """Copy each backbone tensor from ``source`` (``names``: backbone name -> checkpoint name); returns 🤗's
+    loading-info dict. A backbone tensor that is neither in the checkpoint nor a new layer is an error."""
+    target = backbone.state_dict()
+    new, absent, mismatched = [], [], []
+    with torch.no_grad():
+        for key, tensor in target.items():
+            name = names.get(key, key)
+            if name not in source:
+                (new if key.startswith(NEW_LAYER_PREFIXES) else absent).append(key)
+            elif source[name].shape != tensor.shape:
+                mismatched.append(f"{key} {tuple(source[name].shape)} -> {tuple(tensor.shape)}")
+            else:
+                tensor.copy_(source[name])
+    if absent or mismatched:
+        raise ValueError(
+            f"{origin}: the checkpoint does not hold the backbone's "
+            + ("tensors " + ", ".join(absent[:5]) if absent else "shapes " + ", ".join(mismatched[:5]))
+            + (" ..." if len(absent or mismatched) > 5 else "")
+        )
+    taken = {names.get(key, key) for key in target}
+    return {
+        "missing_keys": new,
+        "unexpected_keys": sorted(key for key in source if key not in taken),
+        "mismatched_keys": [],
+        "error_msgs": [],
+    }
+
+
+def _describe(keys: list[str], limit: int = 6) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_backbone(
+    checkpoint: str | PreTrainedModel,
+    out_indices: list[int] | None = None,
+    output_loading_info: bool = False,
+    **kwargs: Any,
+) -> nn.Module | tuple[nn.Module, dict[str, list[str]]]:
+    """A 🤗 ``BackboneMixin`` model holding the encoder of a classification checkpoint.
+
+    Args:
+        checkpoint: a local folder or Hub id (anything ``from_pretrained`` takes; CA-Swin needs no remote code once
+            ``mixpro_hf`` is imported) or an already-loaded classifier: 🤗 ViT, DeiT, PVT v1, CA-Swin, or a timm
+            model through ``TimmWrapperForImageClassification`` (any architecture with ``features_only``).
+        out_indices: stages out (``stem`` = 0 for ViT / DeiT, then block k = k; PVT / CA-Swin stage k = k, their
+            stem 0 only for Swin). Default: the last block (ViT, DeiT, timm), every stage (PVT, CA-Swin).
+        output_loading_info: also return 🤗's loading-info dict: ``missing_keys`` the new layers, ``unexpected_keys``
+            the checkpoint tensors left out.
+        kwargs: ``out_features``, ``add_fpn`` (ViT / DeiT: BEiT's simple pyramid over four stages),
+            ``apply_layernorm`` (ViT / DeiT: the final LayerNorm on every map, default True); any other keyword
+            goes to ``from_pretrained`` (``revision``, ``token``, ``cache_dir``, ``trust_remote_code``, ...).
+
+    Raises:
+        ValueError: unknown family, a checkpoint that cannot be loaded, stages out of range, a checkpoint that lacks
+            one of the backbone's tensors.
+    """
+    backbone_kwargs = {key: kwargs.pop(key) for key in BACKBONE_KWARGS if key in kwargs}
+    if out_indices is not None:
+        backbone_kwargs["out_indices"] = list(out_indices)
+    classifier = _classifier(checkpoint, kwargs)
+    config = classifier.config
+    model_type = getattr(config, "model_type", None)
+    origin = checkpoint if isinstance(checkpoint, str) else f"{type(checkpoint).__name__} ({model_type})"
+    if model_type not in BACKBONE_FAMILIES:
+        raise ValueError(
+            f"load_backbone: model type {model_type!r} is not one of {', '.join(BACKBONE_FAMILIES)} (🤗 models "
+            "with their own backbone class open with transformers.AutoBackbone.from_pretrained)"
+        )
+    names: dict[str, str] = {}
+    if model_type == "timm_wrapper":
+        extra = sorted(set(backbone_kwargs) - {"out_indices"})
+        if extra:
+            raise ValueError(f"load_backbone: {', '.join(extra)} are not options of a timm backbone")
+        backbone, names = _timm_backbone(classifier, backbone_kwargs.get("out_indices"))
+    else:
+        if model_type == "pvt" and not {"out_indices", "out_features"} & set(backbone_kwargs):
+            backbone_kwargs["out_indices"] = list(range(config.num_encoder_blocks))
+        try:
+            backbone_config = backbone_config_from(config, **backbone_kwargs)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"load_backbone {origin!r}: {str(err).splitlines()[0]}") from err
+        backbone_class = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
+        backbone = backbone_class[model_type](backbone_config)
+    info = _copy_weights(backbone, classifier.state_dict(), names, str(origin))
+    backbone.eval()
+    logger.warning(
+        "load_backbone %s: %s from %d checkpoint tensors; left out: %s; new layers: %s",
+        origin,
+        type(backbone).__name__,
+        len(classifier.state_dict()) - len(info["unexpected_keys"]),
+        _describe(info["unexpected_keys"]),
+        _describe(info["missing_keys"]),
+    )
+    return (backbone, info) if output_loading_info else backbone
+
+
+def _evenly_spaced_blocks(num_blocks: int, count: int = 4) -> list[int]:
+    """``count`` block indices evenly spread over the depth, the last block last (3, 6, 9, 12 of 12)."""
+    if num_blocks < count:
+        raise ValueError(
+            f"UperNet over a ViT/DeiT of {num_blocks} blocks: its simple pyramid needs four blocks; pass "
+            "out_indices with four distinct stages (0 is the embeddings)"
+        )
+    return [round(num_blocks * (k + 1) / count) for k in range(count)]
+
+
+def _labels(id2label: dict[int, str] | list[str] | None, label2id: dict[str, int] | None) -> dict[str, Any]:
+    if id2label is None:
+        raise ValueError("segmentation_model needs id2label (class index -> name) for the new decoder")
+    if isinstance(id2label, (list, tuple)):
+        id2label = dict(enumerate(id2label))
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(id2label) != list(range(len(id2label))) or len(id2label) < 2:
+        raise ValueError(f"id2label must name classes 0..K-1 with K >= 2, got keys {sorted(id2label)[:10]}")
+    label2id = label2id or {name: index for index, name in id2label.items()}
+    return {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
+
+
+def segmentation_model(
+    checkpoint: str | PreTrainedModel,
+    decoder: str = "linear",
+    id2label: dict[int, str] | list[str] | None = None,
+    label2id: dict[str, int] | None = None,
+    output_loading_info: bool = False,
+    **decoder_kwargs: Any,
+) -> PreTrainedModel | tuple[PreTrainedModel, dict[str, list[str]]]:
+    """A semantic-segmentation model whose encoder is a classification checkpoint's, tensor for tensor.
+
+    Args:
+        checkpoint: as :func:`load_backbone`.
+        decoder: ``linear`` (:class:`LinearForSemanticSegmentation`: Segmenter's per-token linear layer),
+            ``segmenter`` (:class:`SegmenterForSemanticSegmentation`: its Mask Transformer) or ``upernet`` (🤗
+            ``UperNetForSemanticSegmentation`` over the backbone: for ViT/DeiT four evenly spaced blocks through
+            BEiT's pyramid, for PVT / CA-Swin their four stages). ``linear`` / ``segmenter`` decode the last
+            block's (last stage's) tokens.
+        id2label / label2id: the classes (``id2label`` a dict or a list of names).
+        output_loading_info: also return ``{"missing_keys": the new decoder (and pyramid / norm) parameters,
+            "unexpected_keys": the checkpoint tensors not taken}``.
+        decoder_kwargs: fields of the decoder's config (``SegmenterConfig``'s ``decoder_layers``, ...;
+            ``UperNetConfig``'s ``hidden_size``, ``use_auxiliary_head``, ...; ``loss_ignore_index``), and
+            ``out_indices`` / ``load_kwargs`` (a dict for ``from_pretrained``).
+
+    Every model: ``model(pixel_values, labels=None)`` -> ``SemanticSegmenterOutput``, logits at the input's size,
+    loss cross-entropy ignoring ``config.loss_ignore_index`` (255).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder {decoder!r} is not one of {', '.join(DECODERS)}")
+    labels = _labels(id2label, label2id)
+    load_kwargs = dict(decoder_kwargs.pop("load_kwargs", None) or {})
+    out_indices = decoder_kwargs.pop("out_indices", None)
+    classifier = _classifier(checkpoint, load_kwargs)
+    model_type = classifier.config.model_type
+    if model_type == "timm_wrapper":
+        raise ValueError(
+            "segmentation_model: timm models (TimmWrapper) have no saveable backbone config with their model_args; "
+            "use load_backbone(...) for their feature maps"
+        )
+    backbone_kwargs: dict[str, Any] = {}
+    if decoder == "upernet":
+        if model_type in ("vit", "deit"):
+            depth = classifier.config.num_hidden_layers
+            backbone_kwargs = {"out_indices": out_indices or _evenly_spaced_blocks(depth), "add_fpn": True}
+        elif out_indices is not None:
+            backbone_kwargs = {"out_indices": out_indices}
+    else:
+        if out_indices is not None and len(out_indices) != 1:
+            raise ValueError(f"the {decoder} decoder reads one feature map: out_indices {out_indices} names several")
+        backbone_kwargs = {"out_indices": out_indices or [-1]}
+    backbone, backbone_info = load_backbone(classifier, output_loading_info=True, **backbone_kwargs)
+    if decoder == "upernet":
+        config = UperNetConfig(backbone_config=backbone.config, **labels, **decoder_kwargs)
+        model = UperNetForSemanticSegmentation(config)
+    else:
+        config_class = LinearSegmentationConfig if decoder == "linear" else SegmenterConfig
+        try:
+            config = config_class(backbone_config=backbone.config, **labels, **decoder_kwargs)
+        except TypeError as err:
+            raise ValueError(f"segmentation_model ({decoder}): {str(err).splitlines()[0]}") from err
+        model_class = LinearForSemanticSegmentation if decoder == "linear" else SegmenterForSemanticSegmentation
+        model = model_class(config)
+    missing = model.backbone.load_state_dict(backbone.state_dict(), strict=True)
+    assert not missing.missing_keys and not missing.unexpected_keys
+    new = [f"backbone.{key}" for key in backbone_info["missing_keys"]]
+    new += [key for key in model.state_dict() if not key.startswith("backbone.")]
+    info = {
+        "missing_keys": new,
+        "unexpected_keys": backbone_info["unexpected_keys"],
+        "mismatched_keys": [],
+        "error_msgs": [],
+    }
+    model.train()
+    return (model, info) if output_loading_info else model
