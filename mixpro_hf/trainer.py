@@ -139,7 +139,7 @@ class MixProTrainer(Trainer):
         if not isinstance(args, MixProTrainingArguments):
             raise TypeError(f"args must be MixProTrainingArguments, got {type(args).__name__}")
         self.mix_config = args.mixpro_config()
-        self.patch_size, image_size = model_geometry(model, args.mix_patch_size)
+        self.patch_size, image_size = self.mixing_geometry(model, args)
         self.num_labels = int(unwrap_model(model).config.num_labels)
         self._image_size = image_size
         evaluating_only = (
@@ -162,6 +162,11 @@ class MixProTrainer(Trainer):
         self._mix_step, self._mix_micro = -1, 0
         self.loss_watch = NonFiniteLossWatch(self.args.device)
         self._resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
+
+    def mixing_geometry(self, model: nn.Module, args: MixProTrainingArguments) -> tuple[int, int | None]:
+        """``(patch_size, image_size)`` of the mixing grid: :func:`~mixpro_hf.modeling.model_geometry` (a subclass
+        that mixes nothing may state its own)."""
+        return model_geometry(model, args.mix_patch_size)
 
     # ------------------------------------------------------------------ DDP
 
