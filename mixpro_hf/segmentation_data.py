@@ -30,6 +30,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .data import find_column, hold_out_validation, named_splits, take_subsets
+from .preflight import first_line
 from .segmentation_metrics import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,11 @@ def _load_raw(args: SegmentationDataArguments, load_kwargs: dict[str, Any]) -> D
             loaded = load_from_disk(str(path))
             return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
         return load_dataset(name, args.dataset_config_name, **load_kwargs)
-    except (FileNotFoundError, ValueError):
+    except ValueError as err:
+        if "corresponds to no data" in str(err):  # datasets' words for an empty split file
+            raise ValueError(f"dataset {name!r}: a split has no rows ({first_line(err)})") from err
+        raise
+    except FileNotFoundError:
         raise
     except Exception as err:  # datasets raises many types for an unknown name or an unreachable Hub
         raise ValueError(

@@ -39,6 +39,7 @@ from transformers import (
 )
 
 from . import output_guard
+from .arguments import has_accelerator
 from .divergence import TrainingDiverged
 from .hub import PushToHubError
 from .modeling import IMAGENET_MEAN, IMAGENET_STD
@@ -102,9 +103,9 @@ EMBEDDED_FLAGS = {
     "save_total_limit": "2",
 }
 #: Without --model_name_or_path: a randomly initialised ViT of the digits job's width (mixpro_hf.arguments.DIGITS_MODEL)
-#: at the canvas size. Said in the log and the card: it is not a pre-trained encoder.
+#: at the canvas size, with 4 blocks (UperNet's pyramid reads four). Said in the log and the card: not pre-trained.
 RANDOM_VIT = dict(
-    image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256
+    image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256
 )
 
 
@@ -124,6 +125,14 @@ class SegmentationModelArguments:
         metadata={
             "help": "linear (Segmenter's per-token linear decoder), segmenter (its Mask Transformer) or upernet "
             "(🤗 UperNet over the encoder's feature pyramid)."
+        },
+    )
+    out_indices: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder stages the decoder reads, e.g. 0,1,2,3 (0: the embeddings of a ViT/DeiT). Default: the "
+            "last block (linear, segmenter); four evenly spaced blocks of a ViT/DeiT, every stage of PVT/CA-Swin "
+            "(upernet)."
         },
     )
     eval_scales: str | None = field(
@@ -147,6 +156,17 @@ class SegmentationModelArguments:
             raise ValueError(f"--decoder {self.decoder!r} is not one of {', '.join(DECODERS)}")
         if self.eval_scales is not None:
             parse_scales(self.eval_scales)
+        if self.out_indices is not None:
+            self.stages  # noqa: B018  (checked here, before anything runs)
+
+    @property
+    def stages(self) -> list[int] | None:
+        if self.out_indices is None:
+            return None
+        try:
+            return [int(item) for item in self.out_indices.split(",")]
+        except ValueError:
+            raise ValueError(f"--out_indices {self.out_indices!r} is not a comma-separated list of integers") from None
 
     @property
     def scales(self) -> tuple[float, ...] | None:
@@ -201,6 +221,8 @@ def parse_segmentation_args(
     if training_args.load_best_model_at_end and training_args.metric_for_best_model in (None, "loss", "eval_loss"):
         training_args.metric_for_best_model, training_args.greater_is_better = "mean_iou", True
     training_args.remove_unused_columns = False
+    if "dataloader_pin_memory" not in given and (training_args.use_cpu or not has_accelerator()):
+        training_args.dataloader_pin_memory = False  # torch warns at every loader otherwise
     if "do_eval" not in given:
         training_args.do_eval = True
     if "do_train" not in given:
@@ -242,6 +264,7 @@ def build_segmentation_model(
             id2label=dict(enumerate(label_names)),
             output_loading_info=True,
             load_kwargs=model_args.pretrained_kwargs() if isinstance(source, str) else None,
+            **({"out_indices": model_args.stages} if model_args.stages else {}),
         )
     except OSError as err:
         raise ValueError(f"could not load model {source!r}: {first_line(err)}") from err
