@@ -198,7 +198,20 @@ def written_by_mixpro(path: Path) -> bool:
     if path.name == "README.md":
         text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         return any(mark in text for mark in REPLACEABLE)
+    if path.suffix == ".py":
+        return is_saved_model_code(path)
     return any(fnmatch.fnmatch(path.name, pattern) for pattern in RUN_OUTPUTS)
+
+
+def is_saved_model_code(path: Path) -> bool:
+    """Whether ``path`` is the copy of one of this package's modules that ``save_pretrained`` writes beside the
+    weights of a remote-code model (CA-Swin's ``ca_swin.py``, the segmentation decoders' files): same name, same
+    bytes. A file that differs (the user's, or an older version's) is not."""
+    own = Path(__file__).resolve().parent / path.name
+    try:
+        return path.is_file() and not path.is_symlink() and own.is_file() and own.read_bytes() == path.read_bytes()
+    except OSError:
+        return False
 
 
 def _inside(path: str, folder: Path) -> bool:
@@ -275,6 +288,7 @@ __all__ = [
     "OutputDirInUse",
     "OutputDirLock",
     "check_output_dir",
+    "is_saved_model_code",
     "output_dir_lock",
     "remove_if_written_by_this_run",
     "remove_run_outputs",

@@ -269,6 +269,13 @@ def test_a_second_run_into_the_folder_is_refused_and_a_resume_continues(setup, t
         main(_args(setup, out, "--decoder", "segmenter", "--max_steps", "4", "--resume_from_checkpoint", "last")) == 2
     )
     assert "the checkpoint's run trained the linear decoder" in capsys.readouterr().err
+    assert (out / "segmentation_models.py").is_file()  # the decoder's code, beside the weights
+    (out / "notes.py").write_text("# the user's own\n")
+    assert main(_args(setup, out, "--overwrite_output_dir", "True")) == 2
+    assert "notes.py, which mixpro-train did not write" in capsys.readouterr().err
+    (out / "notes.py").unlink()
+    assert main(_args(setup, out, "--overwrite_output_dir", "True", "--max_steps", "1")) == 0
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
 
 
 def test_metrics_follow_evaluates_mean_iou():
