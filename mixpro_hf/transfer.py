@@ -58,7 +58,7 @@ from .segmentation_models import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DECODERS", "BACKBONE_FAMILIES", "load_backbone", "segmentation_model"]
+__all__ = ["BACKBONE_FAMILIES", "DECODERS", "copy_backbone_weights", "load_backbone", "segmentation_model"]
 
 DECODERS = ("linear", "segmenter", "upernet")
 # Model types load_backbone takes, and what it builds.
@@ -172,10 +172,25 @@ def _copy_weights(
     }
 
 
-def _describe(keys: list[str], limit: int = 6) -> str:
-    if not keys:
+def _modules(keys: list[str]) -> list[str]:
+    """Tensor names grouped by module, for one readable line: ``classifier.*``, ``swin.encoder.layers.3.blocks.1.*``
+    (up to the last block index), ``cls_token``."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        numeric = [index for index, part in enumerate(parts) if part.isdigit()]
+        tensor_name = parts[-1] in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        end = numeric[-1] + 1 if numeric else len(parts) - 1 if tensor_name and len(parts) > 1 else len(parts)
+        group = ".".join(parts[:end])
+        groups[group] = groups.get(group, 0) + 1
+    return [group if group in keys else f"{group}.*" for group in groups]
+
+
+def _describe(keys: list[str], limit: int = 8) -> str:
+    groups = _modules(keys)
+    if not groups:
         return "none"
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+    return ", ".join(groups[:limit]) + (f" and {len(groups) - limit} more" if len(groups) > limit else "")
 
 
 def load_backbone(
@@ -240,6 +255,25 @@ def load_backbone(
         _describe(info["missing_keys"]),
     )
     return (backbone, info) if output_loading_info else backbone
+
+
+def copy_backbone_weights(model: nn.Module, backbone: nn.Module) -> str:
+    """Load ``backbone``'s weights (e.g. from :func:`load_backbone`) into the one backbone of its class inside
+    ``model`` (UperNet, Mask2Former, a DETR-family detector built from ``backbone_config``, whose own backbone
+    starts random), strictly; returns the backbone's name in ``model``.
+
+    Raises:
+        ValueError: ``model`` holds no backbone of that class, or several.
+    """
+    found = [(name, module) for name, module in model.named_modules() if type(module) is type(backbone)]
+    if len(found) != 1:
+        raise ValueError(
+            f"{type(model).__name__} holds {len(found)} modules of class {type(backbone).__name__}, not one: build it "
+            "with backbone_config=backbone.config"
+        )
+    name, module = found[0]
+    module.load_state_dict(backbone.state_dict(), strict=True)
+    return name
 
 
 def _evenly_spaced_blocks(num_blocks: int, count: int = 4) -> list[int]:
@@ -326,8 +360,7 @@ def segmentation_model(
             raise ValueError(f"segmentation_model ({decoder}): {str(err).splitlines()[0]}") from err
         model_class = LinearForSemanticSegmentation if decoder == "linear" else SegmenterForSemanticSegmentation
         model = model_class(config)
-    missing = model.backbone.load_state_dict(backbone.state_dict(), strict=True)
-    assert not missing.missing_keys and not missing.unexpected_keys
+    copy_backbone_weights(model, backbone)
     new = [f"backbone.{key}" for key in backbone_info["missing_keys"]]
     new += [key for key in model.state_dict() if not key.startswith("backbone.")]
     info = {
