@@ -176,7 +176,7 @@ def _check_multiple(pixel_values: torch.Tensor, stride: int, what: str) -> None:
     if height % stride or width % stride:
         raise ValueError(
             f"{what}: input {height}x{width} is not a multiple of {stride} pixels a side: pad or resize it "
-            "(the segmentation models pad and crop back)"
+            "(LinearForSemanticSegmentation and SegmenterForSemanticSegmentation pad and crop back)"
         )
 
 

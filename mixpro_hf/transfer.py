@@ -15,6 +15,7 @@ chosen one of a timm model) is named in one logged line and in the loading info.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from typing import Any
@@ -244,6 +245,9 @@ def load_backbone(
             raise ValueError(f"load_backbone {origin!r}: {str(err).splitlines()[0]}") from err
         backbone_class = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
         backbone = backbone_class[model_type](backbone_config)
+    prefix = getattr(backbone, "base_model_prefix", "")
+    if model_type != "timm_wrapper" and prefix and not hasattr(classifier, prefix):  # a base model (ViTModel, ...)
+        names = {key: key.removeprefix(f"{prefix}.") for key in backbone.state_dict()}
     info = _copy_weights(backbone, classifier.state_dict(), names, str(origin))
     backbone.eval()
     logger.warning(
@@ -330,6 +334,18 @@ def segmentation_model(
     labels = _labels(id2label, label2id)
     load_kwargs = dict(decoder_kwargs.pop("load_kwargs", None) or {})
     out_indices = decoder_kwargs.pop("out_indices", None)
+    config_class, model_class = {
+        "linear": (LinearSegmentationConfig, LinearForSemanticSegmentation),
+        "segmenter": (SegmenterConfig, SegmenterForSemanticSegmentation),
+        "upernet": (UperNetConfig, UperNetForSemanticSegmentation),
+    }[decoder]
+    fields = {field.name for field in dataclasses.fields(config_class)} - {"backbone_config", "id2label", "label2id"}
+    unknown = sorted(set(decoder_kwargs) - fields)
+    if unknown:  # a config would keep a misspelt field as an unused attribute
+        raise ValueError(
+            f"segmentation_model: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a field of "
+            f"{config_class.__name__} (the {decoder} decoder); its fields: {', '.join(sorted(fields))}"
+        )
     classifier = _classifier(checkpoint, load_kwargs)
     model_type = classifier.config.model_type
     if model_type == "timm_wrapper":
@@ -349,17 +365,11 @@ def segmentation_model(
             raise ValueError(f"the {decoder} decoder reads one feature map: out_indices {out_indices} names several")
         backbone_kwargs = {"out_indices": out_indices or [-1]}
     backbone, backbone_info = load_backbone(classifier, output_loading_info=True, **backbone_kwargs)
-    if decoder == "upernet":
-        config = UperNetConfig(backbone_config=backbone.config, **labels, **decoder_kwargs)
-        model = UperNetForSemanticSegmentation(config)
-    else:
-        config_class = LinearSegmentationConfig if decoder == "linear" else SegmenterConfig
-        try:
-            config = config_class(backbone_config=backbone.config, **labels, **decoder_kwargs)
-        except TypeError as err:
-            raise ValueError(f"segmentation_model ({decoder}): {str(err).splitlines()[0]}") from err
-        model_class = LinearForSemanticSegmentation if decoder == "linear" else SegmenterForSemanticSegmentation
-        model = model_class(config)
+    try:
+        config = config_class(backbone_config=backbone.config, **labels, **decoder_kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"segmentation_model ({decoder}): {str(err).splitlines()[0]}") from err
+    model = model_class(config)
     copy_backbone_weights(model, backbone)
     new = [f"backbone.{key}" for key in backbone_info["missing_keys"]]
     new += [key for key in model.state_dict() if not key.startswith("backbone.")]

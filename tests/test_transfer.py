@@ -38,6 +38,7 @@ from transformers import (
 import mixpro_hf
 from mixpro_hf import copy_backbone_weights, load_backbone, segmentation_model
 from mixpro_hf.ca_swin import CaSwinConfig, CaSwinForImageClassification
+from mixpro_hf.hub import files_to_push
 
 LABELS = ["background", "road", "sky"]
 VIT = dict(
@@ -164,6 +165,8 @@ def test_vit_maps_are_the_classifier_tokens_and_interpolate_to_other_sizes(tmp_p
     torch.testing.assert_close(maps[-1], expected)
     with pytest.raises(ValueError, match="not a multiple of 4"):
         backbone(torch.randn(1, 3, 33, 32))
+    from_base_model = load_backbone(classifier.vit, out_indices=[1, 2])  # a ViTModel without head: names unprefixed
+    assert all(torch.equal(t, backbone.state_dict()[k]) for k, t in from_base_model.state_dict().items())
     with pytest.raises(ValueError, match="out_indices"):
         load_backbone(folder, out_indices=[7])
 
@@ -248,7 +251,9 @@ def test_saved_decoders_open_in_stock_transformers_with_the_same_logits(tmp_path
     for decoder in ("linear", "segmenter"):
         model = segmentation_model(classifier, decoder, id2label=LABELS).eval()
         model.save_pretrained(tmp_path / decoder)
-        assert {"segmentation_models.py", "backbones.py", "ca_swin.py"} <= set(os.listdir(tmp_path / decoder))
+        code = {"segmentation_models.py", "backbones.py", "ca_swin.py"}
+        assert code <= set(os.listdir(tmp_path / decoder))
+        assert code <= set(files_to_push(tmp_path / decoder)), "a Hub push carries the code and what it imports"
         with torch.no_grad():
             expected[decoder] = model(pixel_values=pixel_values).logits
     script = _block_mixpro_hf() + textwrap.dedent(
@@ -378,6 +383,10 @@ def test_mistakes_get_one_line(tmp_path) -> None:
         segmentation_model(classifier, "fcn", id2label=LABELS)
     with pytest.raises(ValueError, match="needs id2label"):
         segmentation_model(classifier, "linear")
+    with pytest.raises(ValueError, match="hiden_size is not a field of UperNetConfig"):
+        segmentation_model(classifier, "upernet", id2label=LABELS, out_indices=[0, 1, 2, 2], hiden_size=16)
+    with pytest.raises(ValueError, match="decoder_layer is not a field of SegmenterConfig"):
+        segmentation_model(classifier, "segmenter", id2label=LABELS, decoder_layer=1)
     with pytest.raises(ValueError, match="four blocks"):
         segmentation_model(classifier, "upernet", id2label=LABELS)
     with pytest.raises(ValueError, match="timm models"):
