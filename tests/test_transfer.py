@@ -22,6 +22,8 @@ from transformers import (
     AutoModelForSemanticSegmentation,
     ConditionalDetrConfig,
     ConditionalDetrForObjectDetection,
+    DeformableDetrConfig,
+    DeformableDetrForObjectDetection,
     DeiTConfig,
     DeiTForImageClassification,
     Mask2FormerConfig,
@@ -337,6 +339,24 @@ DETECTION = {
             decoder_layers=2,
             num_attention_heads=2,
             num_queries=4,
+        )  # fmt: skip
+    ),
+    # two decoder layers: with one, transformers 5.25's weight tying of the box heads fails at construction
+    "deformable_detr": lambda backbone_config: DeformableDetrForObjectDetection(
+        DeformableDetrConfig(
+            backbone_config=backbone_config,
+            num_labels=2,
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            num_queries=4,
+            num_feature_levels=4,
+            encoder_n_points=2,
+            decoder_n_points=2,
         )  # fmt: skip
     ),
     "conditional_detr": lambda backbone_config: ConditionalDetrForObjectDetection(
