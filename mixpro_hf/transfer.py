@@ -224,7 +224,8 @@ def load_backbone(
     classifier = _classifier(checkpoint, kwargs)
     config = classifier.config
     model_type = getattr(config, "model_type", None)
-    origin = checkpoint if isinstance(checkpoint, str) else f"{type(checkpoint).__name__} ({model_type})"
+    origin = str(checkpoint) if not isinstance(checkpoint, nn.Module) else None
+    origin = origin or getattr(classifier, "name_or_path", "") or f"{type(classifier).__name__} ({model_type})"
     if model_type not in BACKBONE_FAMILIES:
         raise ValueError(
             f"load_backbone: model type {model_type!r} is not one of {', '.join(BACKBONE_FAMILIES)} (🤗 models "
@@ -242,7 +243,7 @@ def load_backbone(
         try:
             backbone_config = backbone_config_from(config, **backbone_kwargs)
         except (ValueError, TypeError) as err:
-            raise ValueError(f"load_backbone {origin!r}: {str(err).splitlines()[0]}") from err
+            raise ValueError(f"load_backbone {origin}: {str(err).splitlines()[0]}") from err
         backbone_class = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
         backbone = backbone_class[model_type](backbone_config)
     prefix = getattr(backbone, "base_model_prefix", "")

@@ -152,6 +152,10 @@ def test_every_family_loads_strictly_with_the_left_out_keys_named(name: str, tmp
     features = backbone(torch.randn(2, 3, side, side)).feature_maps
     assert [(f.shape[1], side // f.shape[-1]) for f in features] == maps
     assert list(backbone.channels) == [channels for channels, _ in maps]
+    if name != "cait":  # another size (timm's CaiT runs at its pre-training size only)
+        larger = side + maps[-1][1]
+        features = backbone(torch.randn(1, 3, larger, larger)).feature_maps
+        assert [f.shape[-1] for f in features] == [larger // stride for _, stride in maps]
 
 
 def test_vit_maps_are_the_classifier_tokens_and_interpolate_to_other_sizes(tmp_path) -> None:
@@ -165,6 +169,11 @@ def test_vit_maps_are_the_classifier_tokens_and_interpolate_to_other_sizes(tmp_p
     assert [m.shape for m in maps] == [torch.Size([2, 32, 12, 10])] * 2
     expected = tokens[:, 1:].transpose(1, 2).reshape(2, 32, 12, 10)  # the final LayerNorm applied, as Dinov2
     torch.testing.assert_close(maps[-1], expected)
+    raw = load_backbone(folder, apply_layernorm=False)  # the last block's output before the final LayerNorm
+    with torch.no_grad():
+        before_norm = classifier.vit(pixel_values, interpolate_pos_encoding=True, output_hidden_states=True)
+        raw_map = raw(pixel_values).feature_maps[-1]
+    torch.testing.assert_close(raw_map, before_norm.hidden_states[-1][:, 1:].transpose(1, 2).reshape(2, 32, 12, 10))
     with pytest.raises(ValueError, match="not a multiple of 4"):
         backbone(torch.randn(1, 3, 33, 32))
     from_base_model = load_backbone(classifier.vit, out_indices=[1, 2])  # a ViTModel without head: names unprefixed
@@ -383,6 +392,7 @@ def test_pvt_and_ca_swin_feed_detection_and_instance_segmentation(family: str, d
     backbone = load_backbone(FAMILIES[family][0]())
     model = DETECTION[detector](backbone.config).train()
     name = copy_backbone_weights(model, backbone)
+    assert name == {"mask2former": "model.pixel_level_module.encoder"}.get(detector, name)
     inner = model.get_submodule(name)
     assert all(torch.equal(t, backbone.state_dict()[k]) for k, t in inner.state_dict().items())
     pixel_values = torch.randn(2, 3, 64, 64)
