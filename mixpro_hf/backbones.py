@@ -42,6 +42,7 @@ from transformers import (
     DeiTConfig,
     DeiTModel,
     DeiTPreTrainedModel,
+    PreTrainedConfig,
     PvtConfig,
     PvtModel,
     PvtPreTrainedModel,
@@ -84,11 +85,9 @@ def _set_stages(config: Any, stage_names: list[str], kwargs: dict[str, Any]) -> 
 
 
 @strict
-class ViTBackboneConfig(BackboneConfigMixin, ViTConfig):
-    """:class:`transformers.ViTConfig` + the backbone fields (``out_features`` / ``out_indices`` over ``stem``,
-    ``stage1`` ... ``stageN``; ``apply_layernorm``; ``add_fpn``)."""
-
-    model_type = "mixpro_vit_backbone"
+class _TokenBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
+    """The backbone fields of :class:`ViTBackboneConfig` and :class:`DeiTBackboneConfig`: ``out_features`` /
+    ``out_indices`` over ``stem``, ``stage1`` ... ``stageN``, ``apply_layernorm``, ``add_fpn``."""
 
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
@@ -102,20 +101,17 @@ class ViTBackboneConfig(BackboneConfigMixin, ViTConfig):
 
 
 @strict
-class DeiTBackboneConfig(BackboneConfigMixin, DeiTConfig):
-    """:class:`transformers.DeiTConfig` + the same backbone fields as :class:`ViTBackboneConfig`."""
+class ViTBackboneConfig(_TokenBackboneConfig, ViTConfig):
+    """:class:`transformers.ViTConfig` + the backbone fields."""
+
+    model_type = "mixpro_vit_backbone"
+
+
+@strict
+class DeiTBackboneConfig(_TokenBackboneConfig, DeiTConfig):
+    """:class:`transformers.DeiTConfig` + the backbone fields."""
 
     model_type = "mixpro_deit_backbone"
-
-    _out_features: list[str] | None = None
-    _out_indices: list[int] | None = None
-    apply_layernorm: bool = True
-    add_fpn: bool = False
-    batch_norm_eps: float = 1e-5
-
-    def __post_init__(self, **kwargs: Any) -> None:
-        _set_stages(self, _block_stage_names(self.num_hidden_layers), kwargs)
-        super().__post_init__(**kwargs)
 
 
 @strict
