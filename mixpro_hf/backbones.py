@@ -202,13 +202,25 @@ class _PlainViTFeatures:
     ``ViTModel`` / ``DeiTModel``; ``num_prefix_tokens`` the class and distillation tokens)."""
 
     num_prefix_tokens: int
+    encoder_class: type
+    config_class: type
 
-    def _init_features(self, config: Any) -> None:
+    def __init__(self, config: Any) -> None:
+        if not isinstance(config, self.config_class):
+            config = backbone_config_from(config, **_stage_selection(config))
+        super().__init__(config)
+        # named as in the classifier (`vit`, `deit`), so that its weights load by name
+        setattr(self, self.base_model_prefix, self.encoder_class(config, add_pooling_layer=False))
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         if config.add_fpn:
             if len(self.out_features) != 4:
                 raise ValueError(f"add_fpn needs exactly four out_features (BEiT's pyramid), got {self.out_features}")
             self.fpn = SimpleFeaturePyramid(config.hidden_size, config.batch_norm_eps)
+        self.post_init()
+
+    @property
+    def encoder_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
 
     @property
     def patch_size(self) -> int:
@@ -256,24 +268,13 @@ class _PlainViTFeatures:
 class ViTBackbone(_PlainViTFeatures, BackboneMixin, ViTPreTrainedModel):
     """A 🤗 ViT (``ViTForImageClassification``'s ``vit.*`` weights) as a backbone; see the module docstring.
 
-    Built from a :class:`ViTBackboneConfig` or a plain ``ViTConfig`` (then ``out_indices`` / ``out_features`` set
-    on it are read, so ``AutoBackbone.from_pretrained(vit_checkpoint, out_indices=[...])`` works after
-    ``import mixpro_hf``)."""
+    Built from a :class:`ViTBackboneConfig` or a plain ``ViTConfig`` (whose ``out_indices`` / ``out_features``, if
+    set on it, are read), so that ``AutoBackbone.from_config(vit_config)`` and ``ViTBackbone.from_pretrained(
+    vit_checkpoint, out_indices=[...])`` work after ``import mixpro_hf``."""
 
     config_class = ViTBackboneConfig
+    encoder_class = ViTModel
     num_prefix_tokens = 1
-
-    def __init__(self, config: ViTConfig) -> None:
-        if not isinstance(config, ViTBackboneConfig):
-            config = backbone_config_from(config, **_stage_selection(config))
-        super().__init__(config)
-        self.vit = ViTModel(config, add_pooling_layer=False)
-        self._init_features(config)
-        self.post_init()
-
-    @property
-    def encoder_model(self) -> ViTModel:
-        return self.vit
 
 
 class DeiTBackbone(_PlainViTFeatures, BackboneMixin, DeiTPreTrainedModel):
@@ -281,19 +282,8 @@ class DeiTBackbone(_PlainViTFeatures, BackboneMixin, DeiTPreTrainedModel):
     backbone; as :class:`ViTBackbone`."""
 
     config_class = DeiTBackboneConfig
+    encoder_class = DeiTModel
     num_prefix_tokens = 2
-
-    def __init__(self, config: DeiTConfig) -> None:
-        if not isinstance(config, DeiTBackboneConfig):
-            config = backbone_config_from(config, **_stage_selection(config))
-        super().__init__(config)
-        self.deit = DeiTModel(config, add_pooling_layer=False)
-        self._init_features(config)
-        self.post_init()
-
-    @property
-    def encoder_model(self) -> DeiTModel:
-        return self.deit
 
 
 def _stage_selection(config: Any) -> dict[str, Any]:
