@@ -52,6 +52,7 @@ _LAZY = {
     "unwrap_model": "modeling",
     "load_backbone": "transfer",
     "segmentation_model": "transfer",
+    "copy_backbone_weights": "transfer",
     "ViTBackbone": "backbones",
     "ViTBackboneConfig": "backbones",
     "DeiTBackbone": "backbones",

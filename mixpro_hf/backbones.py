@@ -42,6 +42,7 @@ from transformers import (
     DeiTConfig,
     DeiTModel,
     DeiTPreTrainedModel,
+    PreTrainedConfig,
     PvtConfig,
     PvtModel,
     PvtPreTrainedModel,
@@ -84,11 +85,9 @@ def _set_stages(config: Any, stage_names: list[str], kwargs: dict[str, Any]) -> 
 
 
 @strict
-class ViTBackboneConfig(BackboneConfigMixin, ViTConfig):
-    """:class:`transformers.ViTConfig` + the backbone fields (``out_features`` / ``out_indices`` over ``stem``,
-    ``stage1`` ... ``stageN``; ``apply_layernorm``; ``add_fpn``)."""
-
-    model_type = "mixpro_vit_backbone"
+class _TokenBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
+    """The backbone fields of :class:`ViTBackboneConfig` and :class:`DeiTBackboneConfig`: ``out_features`` /
+    ``out_indices`` over ``stem``, ``stage1`` ... ``stageN``, ``apply_layernorm``, ``add_fpn``."""
 
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
@@ -102,20 +101,17 @@ class ViTBackboneConfig(BackboneConfigMixin, ViTConfig):
 
 
 @strict
-class DeiTBackboneConfig(BackboneConfigMixin, DeiTConfig):
-    """:class:`transformers.DeiTConfig` + the same backbone fields as :class:`ViTBackboneConfig`."""
+class ViTBackboneConfig(_TokenBackboneConfig, ViTConfig):
+    """:class:`transformers.ViTConfig` + the backbone fields."""
+
+    model_type = "mixpro_vit_backbone"
+
+
+@strict
+class DeiTBackboneConfig(_TokenBackboneConfig, DeiTConfig):
+    """:class:`transformers.DeiTConfig` + the backbone fields."""
 
     model_type = "mixpro_deit_backbone"
-
-    _out_features: list[str] | None = None
-    _out_indices: list[int] | None = None
-    apply_layernorm: bool = True
-    add_fpn: bool = False
-    batch_norm_eps: float = 1e-5
-
-    def __post_init__(self, **kwargs: Any) -> None:
-        _set_stages(self, _block_stage_names(self.num_hidden_layers), kwargs)
-        super().__post_init__(**kwargs)
 
 
 @strict
@@ -176,7 +172,7 @@ def _check_multiple(pixel_values: torch.Tensor, stride: int, what: str) -> None:
     if height % stride or width % stride:
         raise ValueError(
             f"{what}: input {height}x{width} is not a multiple of {stride} pixels a side: pad or resize it "
-            "(the segmentation models pad and crop back)"
+            "(LinearForSemanticSegmentation and SegmenterForSemanticSegmentation pad and crop back)"
         )
 
 
@@ -206,13 +202,25 @@ class _PlainViTFeatures:
     ``ViTModel`` / ``DeiTModel``; ``num_prefix_tokens`` the class and distillation tokens)."""
 
     num_prefix_tokens: int
+    encoder_class: type
+    config_class: type
 
-    def _init_features(self, config: Any) -> None:
+    def __init__(self, config: Any) -> None:
+        if not isinstance(config, self.config_class):
+            config = backbone_config_from(config, **_stage_selection(config))
+        super().__init__(config)
+        # named as in the classifier (`vit`, `deit`), so that its weights load by name
+        setattr(self, self.base_model_prefix, self.encoder_class(config, add_pooling_layer=False))
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         if config.add_fpn:
             if len(self.out_features) != 4:
                 raise ValueError(f"add_fpn needs exactly four out_features (BEiT's pyramid), got {self.out_features}")
             self.fpn = SimpleFeaturePyramid(config.hidden_size, config.batch_norm_eps)
+        self.post_init()
+
+    @property
+    def encoder_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
 
     @property
     def patch_size(self) -> int:
@@ -260,24 +268,13 @@ class _PlainViTFeatures:
 class ViTBackbone(_PlainViTFeatures, BackboneMixin, ViTPreTrainedModel):
     """A 🤗 ViT (``ViTForImageClassification``'s ``vit.*`` weights) as a backbone; see the module docstring.
 
-    Built from a :class:`ViTBackboneConfig` or a plain ``ViTConfig`` (then ``out_indices`` / ``out_features`` set
-    on it are read, so ``AutoBackbone.from_pretrained(vit_checkpoint, out_indices=[...])`` works after
-    ``import mixpro_hf``)."""
+    Built from a :class:`ViTBackboneConfig` or a plain ``ViTConfig`` (whose ``out_indices`` / ``out_features``, if
+    set on it, are read), so that ``AutoBackbone.from_config(vit_config)`` and ``ViTBackbone.from_pretrained(
+    vit_checkpoint, out_indices=[...])`` work after ``import mixpro_hf``."""
 
     config_class = ViTBackboneConfig
+    encoder_class = ViTModel
     num_prefix_tokens = 1
-
-    def __init__(self, config: ViTConfig) -> None:
-        if not isinstance(config, ViTBackboneConfig):
-            config = backbone_config_from(config, **_stage_selection(config))
-        super().__init__(config)
-        self.vit = ViTModel(config, add_pooling_layer=False)
-        self._init_features(config)
-        self.post_init()
-
-    @property
-    def encoder_model(self) -> ViTModel:
-        return self.vit
 
 
 class DeiTBackbone(_PlainViTFeatures, BackboneMixin, DeiTPreTrainedModel):
@@ -285,19 +282,8 @@ class DeiTBackbone(_PlainViTFeatures, BackboneMixin, DeiTPreTrainedModel):
     backbone; as :class:`ViTBackbone`."""
 
     config_class = DeiTBackboneConfig
+    encoder_class = DeiTModel
     num_prefix_tokens = 2
-
-    def __init__(self, config: DeiTConfig) -> None:
-        if not isinstance(config, DeiTBackboneConfig):
-            config = backbone_config_from(config, **_stage_selection(config))
-        super().__init__(config)
-        self.deit = DeiTModel(config, add_pooling_layer=False)
-        self._init_features(config)
-        self.post_init()
-
-    @property
-    def encoder_model(self) -> DeiTModel:
-        return self.deit
 
 
 def _stage_selection(config: Any) -> dict[str, Any]:

@@ -155,6 +155,7 @@ class _SegmentationModelBase(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     base_model_prefix = "segmentation"
+    supports_gradient_checkpointing = True  # the backbone's blocks (🤗 GradientCheckpointingLayer)
 
     def _build_backbone(self) -> None:
         self.backbone = _build_backbone(self.config.backbone_config)

@@ -15,6 +15,7 @@ chosen one of a timm model) is named in one logged line and in the loading info.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from typing import Any
@@ -58,7 +59,7 @@ from .segmentation_models import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DECODERS", "BACKBONE_FAMILIES", "load_backbone", "segmentation_model"]
+__all__ = ["BACKBONE_FAMILIES", "DECODERS", "copy_backbone_weights", "load_backbone", "segmentation_model"]
 
 DECODERS = ("linear", "segmenter", "upernet")
 # Model types load_backbone takes, and what it builds.
@@ -172,10 +173,25 @@ def _copy_weights(
     }
 
 
-def _describe(keys: list[str], limit: int = 6) -> str:
-    if not keys:
+def _modules(keys: list[str]) -> list[str]:
+    """Tensor names grouped by module, for one readable line: ``classifier.*``, ``swin.encoder.layers.3.blocks.1.*``
+    (up to the last block index), ``cls_token``."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        numeric = [index for index, part in enumerate(parts) if part.isdigit()]
+        tensor_name = parts[-1] in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        end = numeric[-1] + 1 if numeric else len(parts) - 1 if tensor_name and len(parts) > 1 else len(parts)
+        group = ".".join(parts[:end])
+        groups[group] = groups.get(group, 0) + 1
+    return [group if group in keys else f"{group}.*" for group in groups]
+
+
+def _describe(keys: list[str], limit: int = 8) -> str:
+    groups = _modules(keys)
+    if not groups:
         return "none"
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+    return ", ".join(groups[:limit]) + (f" and {len(groups) - limit} more" if len(groups) > limit else "")
 
 
 def load_backbone(
@@ -208,7 +224,8 @@ def load_backbone(
     classifier = _classifier(checkpoint, kwargs)
     config = classifier.config
     model_type = getattr(config, "model_type", None)
-    origin = checkpoint if isinstance(checkpoint, str) else f"{type(checkpoint).__name__} ({model_type})"
+    origin = str(checkpoint) if not isinstance(checkpoint, nn.Module) else None
+    origin = origin or getattr(classifier, "name_or_path", "") or f"{type(classifier).__name__} ({model_type})"
     if model_type not in BACKBONE_FAMILIES:
         raise ValueError(
             f"load_backbone: model type {model_type!r} is not one of {', '.join(BACKBONE_FAMILIES)} (🤗 models "
@@ -226,9 +243,12 @@ def load_backbone(
         try:
             backbone_config = backbone_config_from(config, **backbone_kwargs)
         except (ValueError, TypeError) as err:
-            raise ValueError(f"load_backbone {origin!r}: {str(err).splitlines()[0]}") from err
+            raise ValueError(f"load_backbone {origin}: {str(err).splitlines()[0]}") from err
         backbone_class = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
         backbone = backbone_class[model_type](backbone_config)
+    prefix = getattr(backbone, "base_model_prefix", "")
+    if model_type != "timm_wrapper" and prefix and not hasattr(classifier, prefix):  # a base model (ViTModel, ...)
+        names = {key: key.removeprefix(f"{prefix}.") for key in backbone.state_dict()}
     info = _copy_weights(backbone, classifier.state_dict(), names, str(origin))
     backbone.eval()
     logger.warning(
@@ -240,6 +260,25 @@ def load_backbone(
         _describe(info["missing_keys"]),
     )
     return (backbone, info) if output_loading_info else backbone
+
+
+def copy_backbone_weights(model: nn.Module, backbone: nn.Module) -> str:
+    """Load ``backbone``'s weights (e.g. from :func:`load_backbone`) into the one backbone of its class inside
+    ``model`` (UperNet, Mask2Former, a DETR-family detector built from ``backbone_config``, whose own backbone
+    starts random), strictly; returns the backbone's name in ``model``.
+
+    Raises:
+        ValueError: ``model`` holds no backbone of that class, or several.
+    """
+    found = [(name, module) for name, module in model.named_modules() if type(module) is type(backbone)]
+    if len(found) != 1:
+        raise ValueError(
+            f"{type(model).__name__} holds {len(found)} modules of class {type(backbone).__name__}, not one: build it "
+            "with backbone_config=backbone.config"
+        )
+    name, module = found[0]
+    module.load_state_dict(backbone.state_dict(), strict=True)
+    return name
 
 
 def _evenly_spaced_blocks(num_blocks: int, count: int = 4) -> list[int]:
@@ -296,6 +335,18 @@ def segmentation_model(
     labels = _labels(id2label, label2id)
     load_kwargs = dict(decoder_kwargs.pop("load_kwargs", None) or {})
     out_indices = decoder_kwargs.pop("out_indices", None)
+    config_class, model_class = {
+        "linear": (LinearSegmentationConfig, LinearForSemanticSegmentation),
+        "segmenter": (SegmenterConfig, SegmenterForSemanticSegmentation),
+        "upernet": (UperNetConfig, UperNetForSemanticSegmentation),
+    }[decoder]
+    fields = {field.name for field in dataclasses.fields(config_class)} - {"backbone_config", "id2label", "label2id"}
+    unknown = sorted(set(decoder_kwargs) - fields)
+    if unknown:  # a config would keep a misspelt field as an unused attribute
+        raise ValueError(
+            f"segmentation_model: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a field of "
+            f"{config_class.__name__} (the {decoder} decoder); its fields: {', '.join(sorted(fields))}"
+        )
     classifier = _classifier(checkpoint, load_kwargs)
     model_type = classifier.config.model_type
     if model_type == "timm_wrapper":
@@ -315,19 +366,12 @@ def segmentation_model(
             raise ValueError(f"the {decoder} decoder reads one feature map: out_indices {out_indices} names several")
         backbone_kwargs = {"out_indices": out_indices or [-1]}
     backbone, backbone_info = load_backbone(classifier, output_loading_info=True, **backbone_kwargs)
-    if decoder == "upernet":
-        config = UperNetConfig(backbone_config=backbone.config, **labels, **decoder_kwargs)
-        model = UperNetForSemanticSegmentation(config)
-    else:
-        config_class = LinearSegmentationConfig if decoder == "linear" else SegmenterConfig
-        try:
-            config = config_class(backbone_config=backbone.config, **labels, **decoder_kwargs)
-        except TypeError as err:
-            raise ValueError(f"segmentation_model ({decoder}): {str(err).splitlines()[0]}") from err
-        model_class = LinearForSemanticSegmentation if decoder == "linear" else SegmenterForSemanticSegmentation
-        model = model_class(config)
-    missing = model.backbone.load_state_dict(backbone.state_dict(), strict=True)
-    assert not missing.missing_keys and not missing.unexpected_keys
+    try:
+        config = config_class(backbone_config=backbone.config, **labels, **decoder_kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"segmentation_model ({decoder}): {str(err).splitlines()[0]}") from err
+    model = model_class(config)
+    copy_backbone_weights(model, backbone)
     new = [f"backbone.{key}" for key in backbone_info["missing_keys"]]
     new += [key for key in model.state_dict() if not key.startswith("backbone.")]
     info = {
