@@ -234,14 +234,13 @@ def check_segmentation_split(
     Returns the largest id seen (-1 when every pixel is ignored)."""
     if len(dataset) == 0:
         raise ValueError(f"the {split!r} split has no rows: it needs at least one image and mask")
-    headers = (
-        dataset.cast_column(image_column, Image(decode=False))
-        if isinstance(dataset.features.get(image_column), Image)
-        else dataset
-    )
+    headers = dataset.select_columns([image_column])
+    if isinstance(headers.features[image_column], Image):  # sizes from the file headers, no decoding
+        headers = headers.cast_column(image_column, Image(decode=False))
+    masks = dataset.select_columns([label_column])
     largest = -1
     for row in range(len(dataset)):
-        mask = _mask_array(dataset[row][label_column], reduce)
+        mask = _mask_array(masks[row][label_column], reduce)
         size = _image_size(headers[row][image_column])
         if tuple(mask.shape[:2]) != size:
             raise ValueError(

@@ -40,11 +40,9 @@ from transformers import (
 
 from . import output_guard
 from .arguments import has_accelerator
-from .divergence import TrainingDiverged
-from .hub import PushToHubError
-from .modeling import IMAGENET_MEAN, IMAGENET_STD
+from .modeling import IMAGENET_MEAN, IMAGENET_STD, ModelArguments
 from .output_guard import OutputDirLock, remove_if_written_by_this_run
-from .pipeline import end_process_group, resolve_checkpoint
+from .pipeline import resolve_checkpoint
 from .preflight import check_hub_target, check_pickles, first_line
 from .run_record import RUN_FILE, RunRecorder, check_resume, read_run_record, run_record
 from .segmentation_data import (
@@ -57,12 +55,11 @@ from .segmentation_data import (
 )
 from .segmentation_metrics import parse_scales
 from .segmentation_trainer import SegmentationTrainer
-from .trainer import CheckpointSaveError, TrainingStopped
 from .training_args import MixProTrainingArguments
+from .transfer import DECODERS, segmentation_model
 
 logger = logging.getLogger("mixpro_hf.segmentation_train")
 PROG = "run_semantic_segmentation"
-DECODERS = ("linear", "segmenter", "upernet")
 #: The paper's segmentation protocol (MixPro §4.2.1 = TransMix's: DeiT-S + Segmenter's decoders on Pascal Context,
 #: MMSegmentation): MMSeg ``configs/_base_/schedules/schedule_160k.py`` (SGD, momentum 0.9, poly power 0.9) with
 #: Segmenter's ``segm/config.yml`` / ``segm/optim`` values (lr 1e-3, weight decay 0, poly to min_lr 1e-5 per
@@ -172,13 +169,7 @@ class SegmentationModelArguments:
     def scales(self) -> tuple[float, ...] | None:
         return parse_scales(self.eval_scales) if self.eval_scales else None
 
-    def pretrained_kwargs(self) -> dict[str, Any]:
-        return {
-            "cache_dir": self.cache_dir,
-            "revision": self.model_revision,
-            "token": self.token,
-            "trust_remote_code": self.trust_remote_code,
-        }
+    pretrained_kwargs = ModelArguments.pretrained_kwargs  # cache, revision, token, remote code: the same fields
 
 
 def _parser() -> HfArgumentParser:
@@ -237,8 +228,6 @@ def build_segmentation_model(
 ) -> tuple[PreTrainedModel, tuple[float, ...], tuple[float, ...], dict[str, list[str]]]:
     """The model (:func:`mixpro_hf.segmentation_model` over the checkpoint, or a random small ViT), the
     normalisation (mean, std) of its encoder, and the loading info (keys left out, new decoder keys)."""
-    from .transfer import segmentation_model
-
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     source: Any = model_args.model_name_or_path
     if source is None:
@@ -387,25 +376,7 @@ def _run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; one line on stderr for bad input found before training (exit 2), a failed save or push
     or a diverged run (exit 1), a SIGTERM that stopped training after a checkpoint (exit 143)."""
-    from .train import _console_handler
+    from .train import run_entry_point
 
-    handler = _console_handler()
-    try:
-        results = run(sys.argv[1:] if argv is None else argv)
-    except KeyboardInterrupt:
-        return 130
-    except TrainingStopped as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return err.exit_code
-    except (ValueError, FileNotFoundError) as err:
-        print(f"{PROG}: error: {first_line(err)}", file=sys.stderr)
-        return 2
-    except (CheckpointSaveError, PushToHubError, TrainingDiverged) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        logging.getLogger("mixpro_hf").removeHandler(handler)
-        end_process_group()
-    summary = {k: v for k, v in results.items() if k.endswith(("mean_iou", "mean_accuracy", "overall_accuracy"))}
-    print("final metrics:", json.dumps(summary))
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    return run_entry_point(PROG, run, argv, ("mean_iou", "mean_accuracy", "overall_accuracy"))

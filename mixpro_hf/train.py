@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,24 +183,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; one line on stderr for: bad input found before training (exit 2), a failed checkpoint
     save or Hub push, a diverged run (a NaN/inf loss; nothing non-finite saved) (exit 1), a SIGTERM that stopped
     training after a checkpoint (exit 143)."""
+    return run_entry_point("mixpro-train", run, sys.argv[1:] if argv is None else argv, ("accuracy", "ece"))
+
+
+def run_entry_point(
+    prog: str, run_fn: Callable[[Sequence[str]], dict[str, Any]], argv: Sequence[str], shown: tuple[str, ...]
+) -> int:
+    """Run ``run_fn(argv)`` as a console command named ``prog`` (``mixpro-train``, ``run_semantic_segmentation``):
+    the exit codes and one-line errors of :func:`main`, then ``final metrics:`` with the results whose key ends with
+    one of ``shown``."""
     handler = _console_handler()
     try:
-        results = run(sys.argv[1:] if argv is None else argv)
+        results = run_fn(argv)
     except KeyboardInterrupt:
         return 130
     except TrainingStopped as err:
-        print(f"mixpro-train: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         return err.exit_code
     except (ValueError, FileNotFoundError) as err:
-        print(f"mixpro-train: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except (CheckpointSaveError, PushToHubError, TrainingDiverged) as err:
-        print(f"mixpro-train: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     finally:
         logging.getLogger("mixpro_hf").removeHandler(handler)
         end_process_group()
-    summary = {k: v for k, v in results.items() if k.endswith(("accuracy", "ece"))}
+    summary = {k: v for k, v in results.items() if k.endswith(shown)}
     print("final metrics:", json.dumps(summary))
     return 0
 
