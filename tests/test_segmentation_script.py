@@ -312,3 +312,12 @@ def test_card_names_the_hub_checkpoint_as_base_model_and_a_random_encoder_as_suc
     record_path.write_text(json.dumps(record))
     card = generate_segmentation_card(out)
     assert card.data.base_model is None and "not pre-trained" in card.text
+
+
+def test_a_diverged_run_stops_with_one_line_and_saves_nothing(setup, tmp_path, capsys):
+    out = tmp_path / "diverged"
+    args = _args(setup, out, "--learning_rate", "1e30", "--lr_scheduler_type", "constant", "--max_steps", "3")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "run_semantic_segmentation: error:" in err and "Traceback" not in err
+    assert not (out / "model.safetensors").exists()
