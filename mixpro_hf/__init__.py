@@ -62,6 +62,8 @@ _LAZY = {
     "LinearForSemanticSegmentation": "segmentation_models",
     "SegmenterConfig": "segmentation_models",
     "SegmenterForSemanticSegmentation": "segmentation_models",
+    "UperNetWithBackboneConfig": "segmentation_models",
+    "UperNetWithBackboneForSemanticSegmentation": "segmentation_models",
     "DataArguments": "data",
     "parse_args": "arguments",
     "Prepared": "pipeline",

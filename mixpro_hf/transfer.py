@@ -55,6 +55,8 @@ from .segmentation_models import (
     LinearSegmentationConfig,
     SegmenterConfig,
     SegmenterForSemanticSegmentation,
+    UperNetWithBackboneConfig,
+    UperNetWithBackboneForSemanticSegmentation,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,9 +88,8 @@ def register_auto_classes() -> None:
     """``AutoConfig`` / ``AutoBackbone`` for the backbones (ViT, DeiT, PVT v1 and CA-Swin checkpoints open with
     ``AutoBackbone.from_pretrained``), ``AutoConfig`` / ``AutoModelForSemanticSegmentation`` for the two decoders,
     and ``register_for_auto_class`` so that ``save_pretrained`` writes their code and ``auto_map``."""
-    for config_class, model_class in _AUTO_BACKBONES:
+    for config_class, _ in _AUTO_BACKBONES:  # AutoBackbone: segmentation_models registers them (remote code too)
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoBackbone.register(config_class, model_class, exist_ok=True)
     # 🤗's own configs of the classifiers: the backbone class converts them (the name check of `register` is for
     # a model's own config class, so the mapping is extended directly).
     for config_class, model_class in ((ViTConfig, ViTBackbone), (DeiTConfig, DeiTBackbone), (PvtConfig, PvtBackbone)):
@@ -97,6 +98,7 @@ def register_auto_classes() -> None:
     for config_class, model_class in (
         (LinearSegmentationConfig, LinearForSemanticSegmentation),
         (SegmenterConfig, SegmenterForSemanticSegmentation),
+        (UperNetWithBackboneConfig, UperNetWithBackboneForSemanticSegmentation),
     ):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModelForSemanticSegmentation.register(config_class, model_class, exist_ok=True)
@@ -318,8 +320,9 @@ def segmentation_model(
         decoder: ``linear`` (:class:`LinearForSemanticSegmentation`: Segmenter's per-token linear layer),
             ``segmenter`` (:class:`SegmenterForSemanticSegmentation`: its Mask Transformer) or ``upernet`` (🤗
             ``UperNetForSemanticSegmentation`` over the backbone: for ViT/DeiT four evenly spaced blocks through
-            BEiT's pyramid, for PVT / CA-Swin their four stages). ``linear`` / ``segmenter`` decode the last
-            block's (last stage's) tokens.
+            BEiT's pyramid, for PVT / CA-Swin their four stages; over ViT/DeiT/PVT the class is its unchanged
+            subclass :class:`UperNetWithBackboneForSemanticSegmentation`, saved with the backbone's code).
+            ``linear`` / ``segmenter`` decode the last block's (last stage's) tokens.
         id2label / label2id: the classes (``id2label`` a dict or a list of names).
         output_loading_info: also return ``{"missing_keys": the new decoder (and pyramid / norm) parameters,
             "unexpected_keys": the checkpoint tensors not taken}``.
@@ -349,6 +352,8 @@ def segmentation_model(
         )
     classifier = _classifier(checkpoint, load_kwargs)
     model_type = classifier.config.model_type
+    if decoder == "upernet" and model_type in ("vit", "deit", "pvt"):  # saved with the backbone's code
+        config_class, model_class = UperNetWithBackboneConfig, UperNetWithBackboneForSemanticSegmentation
     if model_type == "timm_wrapper":
         raise ValueError(
             "segmentation_model: timm models (TimmWrapper) have no saveable backbone config with their model_args; "

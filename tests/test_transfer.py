@@ -256,9 +256,16 @@ def test_saved_decoders_open_in_stock_transformers_with_the_same_logits(tmp_path
     torch.save(pixel_values, tmp_path / "x.pt")
     expected = {}
     swin = segmentation_model(FAMILIES["ca-swin"][0](), "upernet", id2label=LABELS, hidden_size=16).eval()
-    swin.save_pretrained(tmp_path / "upernet")  # 🤗's own SwinBackbone: no remote code at all
+    assert type(swin) is UperNetForSemanticSegmentation
+    swin.save_pretrained(tmp_path / "upernet-ca-swin")  # 🤗's own SwinBackbone: no remote code at all
     with torch.no_grad():
-        expected["upernet"] = swin(pixel_values=pixel_values).logits
+        expected["upernet-ca-swin"] = swin(pixel_values=pixel_values).logits
+    deeper = ViTForImageClassification(ViTConfig(num_labels=3, **{**VIT, "num_hidden_layers": 4}))
+    vit_upernet = segmentation_model(deeper, "upernet", id2label=LABELS, hidden_size=16).eval()
+    assert isinstance(vit_upernet, UperNetForSemanticSegmentation)
+    vit_upernet.save_pretrained(tmp_path / "upernet-vit")
+    with torch.no_grad():
+        expected["upernet-vit"] = vit_upernet(pixel_values=pixel_values).logits
     for decoder in ("linear", "segmenter"):
         model = segmentation_model(classifier, decoder, id2label=LABELS).eval()
         model.save_pretrained(tmp_path / decoder)
@@ -272,11 +279,12 @@ def test_saved_decoders_open_in_stock_transformers_with_the_same_logits(tmp_path
         import torch
         from transformers import AutoModelForSemanticSegmentation
         x = torch.load({str(tmp_path / "x.pt")!r})
-        for decoder in ("linear", "segmenter", "upernet"):
+        for decoder in ("linear", "segmenter", "upernet-vit", "upernet-ca-swin"):
             model = AutoModelForSemanticSegmentation.from_pretrained({str(tmp_path)!r} + "/" + decoder,
-                                                                     trust_remote_code=decoder != "upernet").eval()
+                                                                     trust_remote_code=decoder != "upernet-ca-swin")
             remote = type(model).__module__.startswith("transformers_modules")
-            assert remote == (decoder != "upernet"), type(model).__module__
+            assert remote == (decoder != "upernet-ca-swin"), type(model).__module__
+            model.eval()
             with torch.no_grad():
                 torch.save(model(pixel_values=x).logits, {str(tmp_path)!r} + f"/{{decoder}}.pt")
         """
