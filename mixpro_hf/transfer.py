@@ -283,13 +283,11 @@ def copy_backbone_weights(model: nn.Module, backbone: nn.Module) -> str:
     return name
 
 
-def _evenly_spaced_blocks(num_blocks: int, count: int = 4) -> list[int]:
-    """``count`` block indices evenly spread over the depth, the last block last (3, 6, 9, 12 of 12)."""
+def _pyramid_blocks(num_blocks: int, count: int = 4) -> list[int]:
+    """The blocks a ViT/DeiT's simple pyramid reads: ``count`` evenly spread over the depth, the last block last
+    (3, 6, 9, 12 of 12; BEiT), or the last block alone when there are fewer (ViTDet)."""
     if num_blocks < count:
-        raise ValueError(
-            f"UperNet over a ViT/DeiT of {num_blocks} blocks: its simple pyramid needs four blocks; pass "
-            "out_indices with four distinct stages (0 is the embeddings)"
-        )
+        return [num_blocks]
     return [round(num_blocks * (k + 1) / count) for k in range(count)]
 
 
@@ -320,7 +318,8 @@ def segmentation_model(
         decoder: ``linear`` (:class:`LinearForSemanticSegmentation`: Segmenter's per-token linear layer),
             ``segmenter`` (:class:`SegmenterForSemanticSegmentation`: its Mask Transformer) or ``upernet`` (🤗
             ``UperNetForSemanticSegmentation`` over the backbone: for ViT/DeiT four evenly spaced blocks through
-            BEiT's pyramid, for PVT / CA-Swin their four stages; over ViT/DeiT/PVT the class is its unchanged
+            BEiT's pyramid (the last block alone with fewer than four blocks), for PVT / CA-Swin their four
+            stages; over ViT/DeiT/PVT the class is its unchanged
             subclass :class:`UperNetWithBackboneForSemanticSegmentation`, saved with the backbone's code).
             ``linear`` / ``segmenter`` decode the last block's (last stage's) tokens.
         id2label / label2id: the classes (``id2label`` a dict or a list of names).
@@ -363,7 +362,7 @@ def segmentation_model(
     if decoder == "upernet":
         if model_type in ("vit", "deit"):
             depth = classifier.config.num_hidden_layers
-            backbone_kwargs = {"out_indices": out_indices or _evenly_spaced_blocks(depth), "add_fpn": True}
+            backbone_kwargs = {"out_indices": out_indices or _pyramid_blocks(depth), "add_fpn": True}
         elif out_indices is not None:
             backbone_kwargs = {"out_indices": out_indices}
     else:

@@ -326,6 +326,15 @@ def test_upernet_over_each_backbone_trains_and_reloads(name: str, tmp_path) -> N
         torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, model(pixel_values=pixel_values).logits)
 
 
+def test_upernet_over_a_vit_of_two_blocks_takes_four_scales_from_the_last() -> None:
+    torch.manual_seed(0)
+    model = segmentation_model(ViTForImageClassification(ViTConfig(num_labels=3, **VIT)), "upernet", id2label=LABELS)
+    assert model.backbone.out_features == ["stage2"] and model.backbone.channels == [32] * 4  # ViTDet's pyramid
+    maps = model.backbone(torch.randn(1, 3, 32, 32)).feature_maps
+    assert [32 // m.shape[-1] for m in maps] == model.backbone.feature_strides == [1, 2, 4, 8]
+    assert model(pixel_values=torch.randn(2, 3, 32, 32)).logits.shape == (2, 3, 32, 32)
+
+
 def test_a_mixpro_train_checkpoint_becomes_a_segmentation_model(tmp_path) -> None:
     from mixpro_hf import train
 
@@ -425,8 +434,8 @@ def test_mistakes_get_one_line(tmp_path) -> None:
         segmentation_model(classifier, "upernet", id2label=LABELS, out_indices=[0, 1, 2, 2], hiden_size=16)
     with pytest.raises(ValueError, match="decoder_layer is not a field of SegmenterConfig"):
         segmentation_model(classifier, "segmenter", id2label=LABELS, decoder_layer=1)
-    with pytest.raises(ValueError, match="four blocks"):
-        segmentation_model(classifier, "upernet", id2label=LABELS)
+    with pytest.raises(ValueError, match="add_fpn needs four out_features"):
+        load_backbone(classifier, out_indices=[1, 2], add_fpn=True)
     with pytest.raises(ValueError, match="timm models"):
         segmentation_model(FAMILIES["timm-vit"][0](), "linear", id2label=LABELS)
     with pytest.raises(ValueError, match="could not load the classification checkpoint"):
