@@ -61,34 +61,33 @@ from .segmentation_models import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKBONE_FAMILIES", "DECODERS", "copy_backbone_weights", "load_backbone", "segmentation_model"]
+__all__ = [
+    "BACKBONE_CLASSES",
+    "BACKBONE_FAMILIES",
+    "DECODERS",
+    "copy_backbone_weights",
+    "load_backbone",
+    "register_auto_classes",
+    "segmentation_model",
+]
 
 DECODERS = ("linear", "segmenter", "upernet")
-# Model types load_backbone takes, and what it builds.
-BACKBONE_FAMILIES = {
-    "vit": "ViTBackbone",
-    "deit": "DeiTBackbone",
-    "pvt": "PvtBackbone",
-    "ca_swin": "SwinBackbone",
-    "timm_wrapper": "TimmBackbone",
-}
+# The backbone class of each 🤗 model type load_backbone takes (timm models: TimmBackbone).
+BACKBONE_CLASSES = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
+BACKBONE_FAMILIES = (*BACKBONE_CLASSES, "timm_wrapper")
 # Backbone layers that are new by design (not in any classification checkpoint).
 NEW_LAYER_PREFIXES = ("fpn.", "hidden_states_norms.")
 # Keyword arguments of load_backbone that configure the backbone (the others go to from_pretrained).
 BACKBONE_KWARGS = ("out_features", "add_fpn", "apply_layernorm")
-# Backbones whose config the Auto classes resolve after `import mixpro_hf` (custom types and 🤗 configs without one).
-_AUTO_BACKBONES = (
-    (ViTBackboneConfig, ViTBackbone),
-    (DeiTBackboneConfig, DeiTBackbone),
-    (PvtBackboneConfig, PvtBackbone),
-)
 
 
 def register_auto_classes() -> None:
-    """``AutoConfig`` / ``AutoBackbone`` for the backbones (ViT, DeiT, PVT v1 and CA-Swin checkpoints open with
-    ``AutoBackbone.from_pretrained``), ``AutoConfig`` / ``AutoModelForSemanticSegmentation`` for the two decoders,
-    and ``register_for_auto_class`` so that ``save_pretrained`` writes their code and ``auto_map``."""
-    for config_class, _ in _AUTO_BACKBONES:  # AutoBackbone: segmentation_models registers them (remote code too)
+    """The Auto classes for this package's models: ``AutoConfig`` for the backbone configs; ``AutoBackbone`` for
+    🤗's ``ViTConfig``, ``DeiTConfig``, ``PvtConfig`` and CA-Swin's config (``segmentation_models`` registers the
+    backbone configs' own types, for remote code too); ``AutoConfig`` / ``AutoModelForSemanticSegmentation`` for
+    the three segmentation models, with ``register_for_auto_class`` so that ``save_pretrained`` writes their code
+    and ``auto_map``."""
+    for config_class in (ViTBackboneConfig, DeiTBackboneConfig, PvtBackboneConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     # 🤗's own configs of the classifiers: the backbone class converts them (the name check of `register` is for
     # a model's own config class, so the mapping is extended directly).
@@ -246,8 +245,7 @@ def load_backbone(
             backbone_config = backbone_config_from(config, **backbone_kwargs)
         except (ValueError, TypeError) as err:
             raise ValueError(f"load_backbone {origin}: {str(err).splitlines()[0]}") from err
-        backbone_class = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
-        backbone = backbone_class[model_type](backbone_config)
+        backbone = BACKBONE_CLASSES[model_type](backbone_config)
     prefix = getattr(backbone, "base_model_prefix", "")
     if model_type != "timm_wrapper" and prefix and not hasattr(classifier, prefix):  # a base model (ViTModel, ...)
         names = {key: key.removeprefix(f"{prefix}.") for key in backbone.state_dict()}
