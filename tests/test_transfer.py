@@ -26,6 +26,7 @@ from transformers import (
     DeformableDetrForObjectDetection,
     DeiTConfig,
     DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
     PvtConfig,
@@ -444,4 +445,15 @@ def test_mistakes_get_one_line(tmp_path) -> None:
         from transformers import ResNetConfig, ResNetForImageClassification
 
         load_backbone(ResNetForImageClassification(ResNetConfig(hidden_sizes=[8, 8, 8, 8], embedding_size=8)))
+    only_class_attention = CaSwinConfig(num_labels=3, **{**CA_SWIN, "depths": [1, 1, 1, 1]})
+    with pytest.raises(ValueError, match=r"CA-Swin depths \[1, 1, 1, 1\]: the last stage has no Swin block"):
+        load_backbone(CaSwinForImageClassification(only_class_attention))
     assert "load_backbone" in mixpro_hf.__all__
+
+
+def test_a_distilled_deit_names_both_heads_left_out() -> None:
+    teacher = DeiTForImageClassificationWithTeacher(DeiTConfig(num_labels=3, **VIT))
+    backbone, info = load_backbone(teacher, output_loading_info=True)
+    assert info["unexpected_keys"] == [f"{h}.{p}" for h in ("cls_classifier", "distillation_classifier") for p in
+                                       ("bias", "weight")]  # fmt: skip
+    assert backbone(torch.randn(1, 3, 32, 32)).feature_maps[-1].shape == (1, 32, 8, 8), "both prefix tokens dropped"
