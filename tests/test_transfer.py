@@ -231,8 +231,11 @@ def test_token_decoders_train_ignore_255_and_take_any_size(decoder: str) -> None
     assert info["unexpected_keys"] == ["classifier.bias", "classifier.weight"]
     assert info["missing_keys"] and all(key.startswith("decode_head.") for key in info["missing_keys"])
     source = classifier.state_dict()
-    assert all(torch.equal(t, source[k.removeprefix("backbone.")]) for k, t in model.state_dict().items() if
-               k.startswith("backbone."))  # fmt: skip
+    assert all(
+        torch.equal(t, source[k.removeprefix("backbone.")])
+        for k, t in model.state_dict().items()
+        if k.startswith("backbone.")
+    )
     pixel_values, labels = _segmentation_batch()
     output = model(pixel_values=pixel_values, labels=labels)
     assert output.logits.shape == (2, len(LABELS), 32, 32)
@@ -340,9 +343,28 @@ def test_a_mixpro_train_checkpoint_becomes_a_segmentation_model(tmp_path) -> Non
     from mixpro_hf import train
 
     out = tmp_path / "run"
-    train.run(["--output_dir", str(out), "--config_overrides", TINY_OVERRIDES, "--max_steps", "1",
-               "--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size", "8",
-               "--report_to", "none", "--disable_tqdm", "True", "--dataloader_num_workers", "0"])  # fmt: skip
+    train.run(
+        [
+            "--output_dir",
+            str(out),
+            "--config_overrides",
+            TINY_OVERRIDES,
+            "--max_steps",
+            "1",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--per_device_train_batch_size",
+            "8",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     model, info = segmentation_model(str(out), "segmenter", id2label=LABELS, output_loading_info=True)
     source = AutoModelForImageClassification.from_pretrained(out).state_dict()
     backbone = {k.removeprefix("backbone."): t for k, t in model.state_dict().items() if k.startswith("backbone.")}
@@ -352,6 +374,8 @@ def test_a_mixpro_train_checkpoint_becomes_a_segmentation_model(tmp_path) -> Non
     assert model(pixel_values=torch.randn(1, 3, 16, 16)).logits.shape == (1, 3, 16, 16)
 
 
+DETR_SIZES = dict(num_labels=2, d_model=32, encoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=4)
+DETR_SIZES.update(encoder_attention_heads=2, decoder_attention_heads=2)
 DETECTION = {
     "mask2former": lambda backbone_config: Mask2FormerForUniversalSegmentation(
         Mask2FormerConfig(
@@ -366,39 +390,21 @@ DETECTION = {
             decoder_layers=2,
             num_attention_heads=2,
             num_queries=4,
-        )  # fmt: skip
+        )
     ),
     # two decoder layers: with one, transformers 5.25's weight tying of the box heads fails at construction
     "deformable_detr": lambda backbone_config: DeformableDetrForObjectDetection(
         DeformableDetrConfig(
             backbone_config=backbone_config,
-            num_labels=2,
-            d_model=32,
-            encoder_layers=1,
             decoder_layers=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            num_queries=4,
             num_feature_levels=4,
             encoder_n_points=2,
             decoder_n_points=2,
-        )  # fmt: skip
+            **DETR_SIZES,
+        )
     ),
     "conditional_detr": lambda backbone_config: ConditionalDetrForObjectDetection(
-        ConditionalDetrConfig(
-            backbone_config=backbone_config,
-            num_labels=2,
-            d_model=32,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            num_queries=4,
-        )  # fmt: skip
+        ConditionalDetrConfig(backbone_config=backbone_config, decoder_layers=1, **DETR_SIZES)
     ),
 }
 
@@ -454,6 +460,7 @@ def test_mistakes_get_one_line(tmp_path) -> None:
 def test_a_distilled_deit_names_both_heads_left_out() -> None:
     teacher = DeiTForImageClassificationWithTeacher(DeiTConfig(num_labels=3, **VIT))
     backbone, info = load_backbone(teacher, output_loading_info=True)
-    assert info["unexpected_keys"] == [f"{h}.{p}" for h in ("cls_classifier", "distillation_classifier") for p in
-                                       ("bias", "weight")]  # fmt: skip
+    assert info["unexpected_keys"] == [
+        f"{h}.{p}" for h in ("cls_classifier", "distillation_classifier") for p in ("bias", "weight")
+    ]
     assert backbone(torch.randn(1, 3, 32, 32)).feature_maps[-1].shape == (1, 32, 8, 8), "both prefix tokens dropped"
