@@ -249,6 +249,16 @@ def test_token_decoders_train_ignore_255_and_take_any_size(decoder: str) -> None
     assert model(pixel_values=torch.randn(1, 3, 37, 45)).logits.shape == (1, 3, 37, 45), "padded, then cropped"
 
 
+@pytest.mark.parametrize("name", ["hf-pvt", "ca-swin"])
+def test_token_decoders_read_the_last_stage_of_hierarchical_backbones(name: str) -> None:
+    torch.manual_seed(0)
+    model = segmentation_model(FAMILIES[name][0](), "segmenter", id2label=LABELS)
+    assert model.backbone.out_features == ["stage4"] and model.input_multiple == 32
+    output = model(pixel_values=torch.randn(1, 3, 70, 50), labels=torch.randint(0, 3, (1, 70, 50)))
+    assert output.logits.shape == (1, 3, 70, 50), "padded to a multiple of 32, then cropped"
+    output.loss.backward()
+
+
 def _block_mixpro_hf() -> str:
     return "import sys\nsys.modules['mixpro_hf'] = None  # any import of mixpro_hf fails\n"
 
