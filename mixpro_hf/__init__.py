@@ -64,6 +64,8 @@ _LAZY = {
     "LinearForSemanticSegmentation": "segmentation_models",
     "SegmenterConfig": "segmentation_models",
     "SegmenterForSemanticSegmentation": "segmentation_models",
+    "UperNetWithBackboneConfig": "segmentation_models",
+    "UperNetWithBackboneForSemanticSegmentation": "segmentation_models",
     "SegmentationTrainer": "segmentation_trainer",
     "evaluate_segmentation": "segmentation_metrics",
     "iou_metrics": "segmentation_metrics",

@@ -12,10 +12,12 @@ What each backbone returns (``BackboneOutput.feature_maps``, each ``(B, C, H, W)
 
 * :class:`ViTBackbone` / :class:`DeiTBackbone`: stage ``k`` is the output of block ``k`` (``stem`` the
   embeddings), its patch tokens (class and distillation tokens dropped) after the checkpoint's final LayerNorm
-  (``apply_layernorm``, as 🤗 Dinov2's backbone) as a map at stride = patch. With ``add_fpn`` (exactly four
-  stages chosen) the maps go through BEiT's simple pyramid and come out at strides patch/4, patch/2, patch, 2 x
-  patch (its deconvolutions and BatchNorm are new weights). Position embeddings are bicubically interpolated
-  (🤗 ``interpolate_pos_encoding``) for inputs of another size; sides must be multiples of the patch.
+  (``apply_layernorm``, as 🤗 Dinov2's backbone) as a map at stride = patch. With ``add_fpn`` the maps go through
+  BEiT's simple pyramid and come out at strides patch/4, patch/2, patch, 2 x patch (its deconvolutions and
+  BatchNorm are new weights): four stages chosen, one per scale (BEiT), or one stage for all four scales (ViTDet's
+  simple pyramid idea, Li et al., ECCV 2022, https://arxiv.org/abs/2203.16527). Position embeddings are
+  bicubically interpolated (🤗 ``interpolate_pos_encoding``) for inputs of another size; sides must be multiples
+  of the patch.
 * :class:`PvtBackbone`: the four stages of PVT v1 at strides 4, 8, 16, 32 (🤗 ``pvt`` layout). The last stage runs
   as in classification (its class token takes part in attention and is dropped from the map) and its map gets the
   checkpoint's final LayerNorm. Position embeddings are resized bilinearly for other sizes, as PVT's own dense
@@ -213,8 +215,11 @@ class _PlainViTFeatures:
         setattr(self, self.base_model_prefix, self.encoder_class(config, add_pooling_layer=False))
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         if config.add_fpn:
-            if len(self.out_features) != 4:
-                raise ValueError(f"add_fpn needs exactly four out_features (BEiT's pyramid), got {self.out_features}")
+            if len(self.out_features) not in (1, 4):
+                raise ValueError(
+                    f"add_fpn needs four out_features (BEiT: one block per scale) or one (ViTDet: the four scales "
+                    f"from one block), got {self.out_features}"
+                )
             self.fpn = SimpleFeaturePyramid(config.hidden_size, config.batch_norm_eps)
         self.post_init()
 
@@ -226,6 +231,11 @@ class _PlainViTFeatures:
     def patch_size(self) -> int:
         patch = self.config.patch_size
         return int(patch[0] if isinstance(patch, (list, tuple)) else patch)
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels of each output map (four with ``add_fpn``, whether from one block or four)."""
+        return [self.config.hidden_size] * (4 if self.config.add_fpn else len(self.out_features))
 
     @property
     def feature_strides(self) -> list[int]:
@@ -261,7 +271,7 @@ class _PlainViTFeatures:
                 feature_maps.append(patches.transpose(1, 2).reshape(batch, -1, *grid))
         maps = tuple(feature_maps)
         if self.config.add_fpn:
-            maps = self.fpn(maps)
+            maps = self.fpn(maps * 4 if len(maps) == 1 else maps)
         return BackboneOutput(feature_maps=maps, hidden_states=tuple(all_states) if output_hidden_states else None)
 
 

@@ -30,7 +30,14 @@ from typing import Any
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import AutoBackbone, PreTrainedConfig, PreTrainedModel, SwinConfig
+from transformers import (
+    AutoBackbone,
+    PreTrainedConfig,
+    PreTrainedModel,
+    SwinConfig,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+)
 from transformers import initialization as init
 from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -49,6 +56,8 @@ __all__ = [
     "LinearForSemanticSegmentation",
     "SegmenterConfig",
     "SegmenterForSemanticSegmentation",
+    "UperNetWithBackboneConfig",
+    "UperNetWithBackboneForSemanticSegmentation",
 ]
 
 # Backbone configs and models this file knows without the Auto classes (stock transformers with remote code).
@@ -57,6 +66,11 @@ _LOCAL_BACKBONES: dict[str, tuple[type, type]] = {
     DeiTBackboneConfig.model_type: (DeiTBackboneConfig, DeiTBackbone),
     PvtBackboneConfig.model_type: (PvtBackboneConfig, PvtBackbone),
 }
+
+
+# 🤗's UperNet builds its backbone with AutoBackbone: it must know these backbones wherever this file runs.
+for _config_class, _model_class in _LOCAL_BACKBONES.values():
+    AutoBackbone.register(_config_class, _model_class, exist_ok=True)
 
 
 def _backbone_config(value: Any) -> PreTrainedConfig:
@@ -323,3 +337,23 @@ class SegmenterForSemanticSegmentation(_SegmentationModelBase):
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.decode_head(tokens)
+
+
+class UperNetWithBackboneConfig(UperNetConfig):
+    """:class:`transformers.UperNetConfig` whose ``backbone_config`` may be one of this package's backbones
+    (ViT, DeiT, PVT v1), resolved without the Auto classes, so that a saved UperNet opens with remote code alone.
+    (A UperNet over CA-Swin needs none of this: its backbone is 🤗's ``SwinBackbone``.)"""
+
+    model_type = "mixpro_upernet"
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if isinstance(self.backbone_config, dict) and self.backbone_config.get("model_type") in _LOCAL_BACKBONES:
+            self.backbone_config = _backbone_config(self.backbone_config)
+        super().__post_init__(**kwargs)
+
+
+class UperNetWithBackboneForSemanticSegmentation(UperNetForSemanticSegmentation):
+    """🤗's ``UperNetForSemanticSegmentation``, unchanged, with :class:`UperNetWithBackboneConfig` (its backbone
+    built by ``AutoBackbone``, which this file teaches the ViT, DeiT and PVT backbones)."""
+
+    config_class = UperNetWithBackboneConfig

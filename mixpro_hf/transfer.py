@@ -55,40 +55,40 @@ from .segmentation_models import (
     LinearSegmentationConfig,
     SegmenterConfig,
     SegmenterForSemanticSegmentation,
+    UperNetWithBackboneConfig,
+    UperNetWithBackboneForSemanticSegmentation,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKBONE_FAMILIES", "DECODERS", "copy_backbone_weights", "load_backbone", "segmentation_model"]
+__all__ = [
+    "BACKBONE_CLASSES",
+    "BACKBONE_FAMILIES",
+    "DECODERS",
+    "copy_backbone_weights",
+    "load_backbone",
+    "register_auto_classes",
+    "segmentation_model",
+]
 
 DECODERS = ("linear", "segmenter", "upernet")
-# Model types load_backbone takes, and what it builds.
-BACKBONE_FAMILIES = {
-    "vit": "ViTBackbone",
-    "deit": "DeiTBackbone",
-    "pvt": "PvtBackbone",
-    "ca_swin": "SwinBackbone",
-    "timm_wrapper": "TimmBackbone",
-}
+# The backbone class of each 🤗 model type load_backbone takes (timm models: TimmBackbone).
+BACKBONE_CLASSES = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
+BACKBONE_FAMILIES = (*BACKBONE_CLASSES, "timm_wrapper")
 # Backbone layers that are new by design (not in any classification checkpoint).
 NEW_LAYER_PREFIXES = ("fpn.", "hidden_states_norms.")
 # Keyword arguments of load_backbone that configure the backbone (the others go to from_pretrained).
 BACKBONE_KWARGS = ("out_features", "add_fpn", "apply_layernorm")
-# Backbones whose config the Auto classes resolve after `import mixpro_hf` (custom types and 🤗 configs without one).
-_AUTO_BACKBONES = (
-    (ViTBackboneConfig, ViTBackbone),
-    (DeiTBackboneConfig, DeiTBackbone),
-    (PvtBackboneConfig, PvtBackbone),
-)
 
 
 def register_auto_classes() -> None:
-    """``AutoConfig`` / ``AutoBackbone`` for the backbones (ViT, DeiT, PVT v1 and CA-Swin checkpoints open with
-    ``AutoBackbone.from_pretrained``), ``AutoConfig`` / ``AutoModelForSemanticSegmentation`` for the two decoders,
-    and ``register_for_auto_class`` so that ``save_pretrained`` writes their code and ``auto_map``."""
-    for config_class, model_class in _AUTO_BACKBONES:
+    """The Auto classes for this package's models: ``AutoConfig`` for the backbone configs; ``AutoBackbone`` for
+    🤗's ``ViTConfig``, ``DeiTConfig``, ``PvtConfig`` and CA-Swin's config (``segmentation_models`` registers the
+    backbone configs' own types, for remote code too); ``AutoConfig`` / ``AutoModelForSemanticSegmentation`` for
+    the three segmentation models, with ``register_for_auto_class`` so that ``save_pretrained`` writes their code
+    and ``auto_map``."""
+    for config_class in (ViTBackboneConfig, DeiTBackboneConfig, PvtBackboneConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoBackbone.register(config_class, model_class, exist_ok=True)
     # 🤗's own configs of the classifiers: the backbone class converts them (the name check of `register` is for
     # a model's own config class, so the mapping is extended directly).
     for config_class, model_class in ((ViTConfig, ViTBackbone), (DeiTConfig, DeiTBackbone), (PvtConfig, PvtBackbone)):
@@ -97,6 +97,7 @@ def register_auto_classes() -> None:
     for config_class, model_class in (
         (LinearSegmentationConfig, LinearForSemanticSegmentation),
         (SegmenterConfig, SegmenterForSemanticSegmentation),
+        (UperNetWithBackboneConfig, UperNetWithBackboneForSemanticSegmentation),
     ):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModelForSemanticSegmentation.register(config_class, model_class, exist_ok=True)
@@ -244,8 +245,7 @@ def load_backbone(
             backbone_config = backbone_config_from(config, **backbone_kwargs)
         except (ValueError, TypeError) as err:
             raise ValueError(f"load_backbone {origin}: {str(err).splitlines()[0]}") from err
-        backbone_class = {"vit": ViTBackbone, "deit": DeiTBackbone, "pvt": PvtBackbone, "ca_swin": SwinBackbone}
-        backbone = backbone_class[model_type](backbone_config)
+        backbone = BACKBONE_CLASSES[model_type](backbone_config)
     prefix = getattr(backbone, "base_model_prefix", "")
     if model_type != "timm_wrapper" and prefix and not hasattr(classifier, prefix):  # a base model (ViTModel, ...)
         names = {key: key.removeprefix(f"{prefix}.") for key in backbone.state_dict()}
@@ -281,13 +281,11 @@ def copy_backbone_weights(model: nn.Module, backbone: nn.Module) -> str:
     return name
 
 
-def _evenly_spaced_blocks(num_blocks: int, count: int = 4) -> list[int]:
-    """``count`` block indices evenly spread over the depth, the last block last (3, 6, 9, 12 of 12)."""
+def _pyramid_blocks(num_blocks: int, count: int = 4) -> list[int]:
+    """The blocks a ViT/DeiT's simple pyramid reads: ``count`` evenly spread over the depth, the last block last
+    (3, 6, 9, 12 of 12; BEiT), or the last block alone when there are fewer (ViTDet)."""
     if num_blocks < count:
-        raise ValueError(
-            f"UperNet over a ViT/DeiT of {num_blocks} blocks: its simple pyramid needs four blocks; pass "
-            "out_indices with four distinct stages (0 is the embeddings)"
-        )
+        return [num_blocks]
     return [round(num_blocks * (k + 1) / count) for k in range(count)]
 
 
@@ -318,8 +316,10 @@ def segmentation_model(
         decoder: ``linear`` (:class:`LinearForSemanticSegmentation`: Segmenter's per-token linear layer),
             ``segmenter`` (:class:`SegmenterForSemanticSegmentation`: its Mask Transformer) or ``upernet`` (🤗
             ``UperNetForSemanticSegmentation`` over the backbone: for ViT/DeiT four evenly spaced blocks through
-            BEiT's pyramid, for PVT / CA-Swin their four stages). ``linear`` / ``segmenter`` decode the last
-            block's (last stage's) tokens.
+            BEiT's pyramid (the last block alone with fewer than four blocks), for PVT / CA-Swin their four
+            stages; over ViT/DeiT/PVT the class is its unchanged
+            subclass :class:`UperNetWithBackboneForSemanticSegmentation`, saved with the backbone's code).
+            ``linear`` / ``segmenter`` decode the last block's (last stage's) tokens.
         id2label / label2id: the classes (``id2label`` a dict or a list of names).
         output_loading_info: also return ``{"missing_keys": the new decoder (and pyramid / norm) parameters,
             "unexpected_keys": the checkpoint tensors not taken}``.
@@ -349,6 +349,8 @@ def segmentation_model(
         )
     classifier = _classifier(checkpoint, load_kwargs)
     model_type = classifier.config.model_type
+    if decoder == "upernet" and model_type in ("vit", "deit", "pvt"):  # saved with the backbone's code
+        config_class, model_class = UperNetWithBackboneConfig, UperNetWithBackboneForSemanticSegmentation
     if model_type == "timm_wrapper":
         raise ValueError(
             "segmentation_model: timm models (TimmWrapper) have no saveable backbone config with their model_args; "
@@ -358,7 +360,7 @@ def segmentation_model(
     if decoder == "upernet":
         if model_type in ("vit", "deit"):
             depth = classifier.config.num_hidden_layers
-            backbone_kwargs = {"out_indices": out_indices or _evenly_spaced_blocks(depth), "add_fpn": True}
+            backbone_kwargs = {"out_indices": out_indices or _pyramid_blocks(depth), "add_fpn": True}
         elif out_indices is not None:
             backbone_kwargs = {"out_indices": out_indices}
     else:

@@ -26,6 +26,7 @@ from transformers import (
     DeformableDetrForObjectDetection,
     DeiTConfig,
     DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
     PvtConfig,
@@ -230,8 +231,11 @@ def test_token_decoders_train_ignore_255_and_take_any_size(decoder: str) -> None
     assert info["unexpected_keys"] == ["classifier.bias", "classifier.weight"]
     assert info["missing_keys"] and all(key.startswith("decode_head.") for key in info["missing_keys"])
     source = classifier.state_dict()
-    assert all(torch.equal(t, source[k.removeprefix("backbone.")]) for k, t in model.state_dict().items() if
-               k.startswith("backbone."))  # fmt: skip
+    assert all(
+        torch.equal(t, source[k.removeprefix("backbone.")])
+        for k, t in model.state_dict().items()
+        if k.startswith("backbone.")
+    )
     pixel_values, labels = _segmentation_batch()
     output = model(pixel_values=pixel_values, labels=labels)
     assert output.logits.shape == (2, len(LABELS), 32, 32)
@@ -245,6 +249,16 @@ def test_token_decoders_train_ignore_255_and_take_any_size(decoder: str) -> None
     assert model(pixel_values=torch.randn(1, 3, 37, 45)).logits.shape == (1, 3, 37, 45), "padded, then cropped"
 
 
+@pytest.mark.parametrize("name", ["hf-pvt", "ca-swin"])
+def test_token_decoders_read_the_last_stage_of_hierarchical_backbones(name: str) -> None:
+    torch.manual_seed(0)
+    model = segmentation_model(FAMILIES[name][0](), "segmenter", id2label=LABELS)
+    assert model.backbone.out_features == ["stage4"] and model.input_multiple == 32
+    output = model(pixel_values=torch.randn(1, 3, 70, 50), labels=torch.randint(0, 3, (1, 70, 50)))
+    assert output.logits.shape == (1, 3, 70, 50), "padded to a multiple of 32, then cropped"
+    output.loss.backward()
+
+
 def _block_mixpro_hf() -> str:
     return "import sys\nsys.modules['mixpro_hf'] = None  # any import of mixpro_hf fails\n"
 
@@ -256,9 +270,16 @@ def test_saved_decoders_open_in_stock_transformers_with_the_same_logits(tmp_path
     torch.save(pixel_values, tmp_path / "x.pt")
     expected = {}
     swin = segmentation_model(FAMILIES["ca-swin"][0](), "upernet", id2label=LABELS, hidden_size=16).eval()
-    swin.save_pretrained(tmp_path / "upernet")  # 🤗's own SwinBackbone: no remote code at all
+    assert type(swin) is UperNetForSemanticSegmentation
+    swin.save_pretrained(tmp_path / "upernet-ca-swin")  # 🤗's own SwinBackbone: no remote code at all
     with torch.no_grad():
-        expected["upernet"] = swin(pixel_values=pixel_values).logits
+        expected["upernet-ca-swin"] = swin(pixel_values=pixel_values).logits
+    deeper = ViTForImageClassification(ViTConfig(num_labels=3, **{**VIT, "num_hidden_layers": 4}))
+    vit_upernet = segmentation_model(deeper, "upernet", id2label=LABELS, hidden_size=16).eval()
+    assert isinstance(vit_upernet, UperNetForSemanticSegmentation)
+    vit_upernet.save_pretrained(tmp_path / "upernet-vit")
+    with torch.no_grad():
+        expected["upernet-vit"] = vit_upernet(pixel_values=pixel_values).logits
     for decoder in ("linear", "segmenter"):
         model = segmentation_model(classifier, decoder, id2label=LABELS).eval()
         model.save_pretrained(tmp_path / decoder)
@@ -272,11 +293,12 @@ def test_saved_decoders_open_in_stock_transformers_with_the_same_logits(tmp_path
         import torch
         from transformers import AutoModelForSemanticSegmentation
         x = torch.load({str(tmp_path / "x.pt")!r})
-        for decoder in ("linear", "segmenter", "upernet"):
+        for decoder in ("linear", "segmenter", "upernet-vit", "upernet-ca-swin"):
             model = AutoModelForSemanticSegmentation.from_pretrained({str(tmp_path)!r} + "/" + decoder,
-                                                                     trust_remote_code=decoder != "upernet").eval()
+                                                                     trust_remote_code=decoder != "upernet-ca-swin")
             remote = type(model).__module__.startswith("transformers_modules")
-            assert remote == (decoder != "upernet"), type(model).__module__
+            assert remote == (decoder != "upernet-ca-swin"), type(model).__module__
+            model.eval()
             with torch.no_grad():
                 torch.save(model(pixel_values=x).logits, {str(tmp_path)!r} + f"/{{decoder}}.pt")
         """
@@ -318,13 +340,41 @@ def test_upernet_over_each_backbone_trains_and_reloads(name: str, tmp_path) -> N
         torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, model(pixel_values=pixel_values).logits)
 
 
+def test_upernet_over_a_vit_of_two_blocks_takes_four_scales_from_the_last() -> None:
+    torch.manual_seed(0)
+    model = segmentation_model(ViTForImageClassification(ViTConfig(num_labels=3, **VIT)), "upernet", id2label=LABELS)
+    assert model.backbone.out_features == ["stage2"] and model.backbone.channels == [32] * 4  # ViTDet's pyramid
+    maps = model.backbone(torch.randn(1, 3, 32, 32)).feature_maps
+    assert [32 // m.shape[-1] for m in maps] == model.backbone.feature_strides == [1, 2, 4, 8]
+    assert model(pixel_values=torch.randn(2, 3, 32, 32)).logits.shape == (2, 3, 32, 32)
+
+
 def test_a_mixpro_train_checkpoint_becomes_a_segmentation_model(tmp_path) -> None:
     from mixpro_hf import train
 
     out = tmp_path / "run"
-    train.run(["--output_dir", str(out), "--config_overrides", TINY_OVERRIDES, "--max_steps", "1",
-               "--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size", "8",
-               "--report_to", "none", "--disable_tqdm", "True", "--dataloader_num_workers", "0"])  # fmt: skip
+    train.run(
+        [
+            "--output_dir",
+            str(out),
+            "--config_overrides",
+            TINY_OVERRIDES,
+            "--max_steps",
+            "1",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--per_device_train_batch_size",
+            "8",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     model, info = segmentation_model(str(out), "segmenter", id2label=LABELS, output_loading_info=True)
     source = AutoModelForImageClassification.from_pretrained(out).state_dict()
     backbone = {k.removeprefix("backbone."): t for k, t in model.state_dict().items() if k.startswith("backbone.")}
@@ -334,6 +384,8 @@ def test_a_mixpro_train_checkpoint_becomes_a_segmentation_model(tmp_path) -> Non
     assert model(pixel_values=torch.randn(1, 3, 16, 16)).logits.shape == (1, 3, 16, 16)
 
 
+DETR_SIZES = dict(num_labels=2, d_model=32, encoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=4)
+DETR_SIZES.update(encoder_attention_heads=2, decoder_attention_heads=2)
 DETECTION = {
     "mask2former": lambda backbone_config: Mask2FormerForUniversalSegmentation(
         Mask2FormerConfig(
@@ -348,39 +400,21 @@ DETECTION = {
             decoder_layers=2,
             num_attention_heads=2,
             num_queries=4,
-        )  # fmt: skip
+        )
     ),
     # two decoder layers: with one, transformers 5.25's weight tying of the box heads fails at construction
     "deformable_detr": lambda backbone_config: DeformableDetrForObjectDetection(
         DeformableDetrConfig(
             backbone_config=backbone_config,
-            num_labels=2,
-            d_model=32,
-            encoder_layers=1,
             decoder_layers=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            num_queries=4,
             num_feature_levels=4,
             encoder_n_points=2,
             decoder_n_points=2,
-        )  # fmt: skip
+            **DETR_SIZES,
+        )
     ),
     "conditional_detr": lambda backbone_config: ConditionalDetrForObjectDetection(
-        ConditionalDetrConfig(
-            backbone_config=backbone_config,
-            num_labels=2,
-            d_model=32,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            num_queries=4,
-        )  # fmt: skip
+        ConditionalDetrConfig(backbone_config=backbone_config, decoder_layers=1, **DETR_SIZES)
     ),
 }
 
@@ -417,8 +451,8 @@ def test_mistakes_get_one_line(tmp_path) -> None:
         segmentation_model(classifier, "upernet", id2label=LABELS, out_indices=[0, 1, 2, 2], hiden_size=16)
     with pytest.raises(ValueError, match="decoder_layer is not a field of SegmenterConfig"):
         segmentation_model(classifier, "segmenter", id2label=LABELS, decoder_layer=1)
-    with pytest.raises(ValueError, match="four blocks"):
-        segmentation_model(classifier, "upernet", id2label=LABELS)
+    with pytest.raises(ValueError, match="add_fpn needs four out_features"):
+        load_backbone(classifier, out_indices=[1, 2], add_fpn=True)
     with pytest.raises(ValueError, match="timm models"):
         segmentation_model(FAMILIES["timm-vit"][0](), "linear", id2label=LABELS)
     with pytest.raises(ValueError, match="could not load the classification checkpoint"):
@@ -427,4 +461,16 @@ def test_mistakes_get_one_line(tmp_path) -> None:
         from transformers import ResNetConfig, ResNetForImageClassification
 
         load_backbone(ResNetForImageClassification(ResNetConfig(hidden_sizes=[8, 8, 8, 8], embedding_size=8)))
+    only_class_attention = CaSwinConfig(num_labels=3, **{**CA_SWIN, "depths": [1, 1, 1, 1]})
+    with pytest.raises(ValueError, match=r"CA-Swin depths \[1, 1, 1, 1\]: the last stage has no Swin block"):
+        load_backbone(CaSwinForImageClassification(only_class_attention))
     assert "load_backbone" in mixpro_hf.__all__
+
+
+def test_a_distilled_deit_names_both_heads_left_out() -> None:
+    teacher = DeiTForImageClassificationWithTeacher(DeiTConfig(num_labels=3, **VIT))
+    backbone, info = load_backbone(teacher, output_loading_info=True)
+    assert info["unexpected_keys"] == [
+        f"{h}.{p}" for h in ("cls_classifier", "distillation_classifier") for p in ("bias", "weight")
+    ]
+    assert backbone(torch.randn(1, 3, 32, 32)).feature_maps[-1].shape == (1, 32, 8, 8), "both prefix tokens dropped"
