@@ -25,15 +25,16 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE
 from .model_card import REPLACEABLE
 from .trainer import STAGING_DIR
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCK_FILE = ".mixpro-run.lock"
 RUN_FILE = "mixpro_run.json"
@@ -282,6 +283,25 @@ def remove_if_written_by_this_run(output_dir: str | os.PathLike[str], before: se
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def run_holding_the_lock(output_dir: str | os.PathLike[str], take: bool, body: Callable[[list[Any]], T]) -> T:
+    """``body(trainers)`` while this process holds ``output_dir``'s lock (``take``: the run's main process). ``body``
+    appends its trainer to ``trainers``; a run that fails before its first step removes what it wrote (a folder it
+    created, ``mixpro_run.json``, ...), so nothing blocks the corrected rerun."""
+    out = Path(output_dir).expanduser()
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    lock = OutputDirLock(out).acquire() if take else None
+    trainers: list[Any] = []
+    try:
+        return body(trainers)
+    except BaseException:
+        if lock is not None and not (trainers and trainers[0].state.global_step > 0):  # failed before a first step
+            remove_if_written_by_this_run(out, before)
+        raise
+    finally:
+        if lock is not None:
+            lock.release_and_clean()
+
+
 __all__ = [
     "LOCK_FILE",
     "RUN_OUTPUTS",
@@ -292,5 +312,6 @@ __all__ = [
     "output_dir_lock",
     "remove_if_written_by_this_run",
     "remove_run_outputs",
+    "run_holding_the_lock",
     "written_by_mixpro",
 ]

@@ -41,7 +41,7 @@ from transformers import (
 from . import output_guard
 from .arguments import has_accelerator
 from .modeling import IMAGENET_MEAN, IMAGENET_STD, ModelArguments
-from .output_guard import OutputDirLock, remove_if_written_by_this_run
+from .output_guard import run_holding_the_lock
 from .pipeline import resolve_checkpoint
 from .preflight import check_hub_target, check_pickles, first_line
 from .run_record import RUN_FILE, RunRecorder, check_resume, read_run_record, run_record
@@ -267,19 +267,11 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     from .train import setup_logging as setup
 
     setup(training_args)
-    output_dir = Path(training_args.output_dir).expanduser()
-    before = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
-    lock = OutputDirLock(output_dir).acquire() if training_args.should_save else None
-    trainers: list[SegmentationTrainer] = []
-    try:
-        return _run(model_args, data_args, training_args, trainers)
-    except BaseException:
-        if lock is not None and not (trainers and trainers[0].state.global_step > 0):
-            remove_if_written_by_this_run(output_dir, before)
-        raise
-    finally:
-        if lock is not None:
-            lock.release_and_clean()
+    return run_holding_the_lock(
+        training_args.output_dir,
+        training_args.should_save,
+        lambda trainers: _run(model_args, data_args, training_args, trainers),
+    )
 
 
 def _run(

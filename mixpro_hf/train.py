@@ -25,7 +25,7 @@ import transformers
 from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
 from .divergence import TrainingDiverged
 from .hub import PushToHubError
-from .output_guard import OutputDirLock, remove_if_written_by_this_run
+from .output_guard import run_holding_the_lock
 from .pipeline import (
     calibrate,
     end_process_group,
@@ -71,19 +71,11 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     given = given_flags(argv)
     setup_logging(training_args)
-    output_dir = Path(training_args.output_dir).expanduser()
-    before = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
-    lock = OutputDirLock(output_dir).acquire() if training_args.should_save else None
-    trainers: list[MixProTrainer] = []
-    try:
-        return _run(model_args, data_args, training_args, given, trainers)
-    except BaseException:
-        if lock is not None and not (trainers and trainers[0].state.global_step > 0):  # failed before a first step
-            remove_if_written_by_this_run(output_dir, before)
-        raise
-    finally:
-        if lock is not None:
-            lock.release_and_clean()
+    return run_holding_the_lock(
+        training_args.output_dir,
+        training_args.should_save,
+        lambda trainers: _run(model_args, data_args, training_args, given, trainers),
+    )
 
 
 def _run(

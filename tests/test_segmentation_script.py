@@ -153,24 +153,17 @@ def test_saved_models_load_in_stock_transformers_with_the_same_logits(setup, run
         with torch.no_grad():
             model = AutoModelForSemanticSegmentation.from_pretrained(out, trust_remote_code=True).eval()
             expected[decoder] = model(pixel_values=images).logits
-    # linear (and segmenter): stock transformers with the saved remote code, no mixpro_hf; UperNet over a ViT/DeiT
-    # backbone: 🤗's own UperNet class, but the backbone's config type is this package's (registered on import)
+    # stock transformers with the code saved beside the weights, in a process without mixpro_hf
     script = textwrap.dedent(
         f"""
         import sys, torch
         from transformers import AutoModelForSemanticSegmentation
         x = torch.load({str(tmp_path / "x.pt")!r})
-
-        def save_logits(path):
+        for path in {[str(p) for p in outs.values()]!r}:
             model = AutoModelForSemanticSegmentation.from_pretrained(path, trust_remote_code=True).eval()
             with torch.no_grad():
                 torch.save(model(pixel_values=x).logits, path + "/stock_logits.pt")
-            return type(model).__name__
-
-        assert save_logits({str(outs["linear"])!r}) == "LinearForSemanticSegmentation"
-        assert "mixpro_hf" not in sys.modules, "the linear decoder loads without mixpro_hf"
-        import mixpro_hf
-        assert save_logits({str(outs["upernet"])!r}) == "UperNetForSemanticSegmentation"
+        assert "mixpro_hf" not in sys.modules, "the saved models load without mixpro_hf"
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=180)
