@@ -172,32 +172,33 @@ class SegmentationModelArguments:
     pretrained_kwargs = ModelArguments.pretrained_kwargs  # cache, revision, token, remote code: the same fields
 
 
-def _parser() -> HfArgumentParser:
-    return HfArgumentParser((SegmentationModelArguments, SegmentationDataArguments, MixProTrainingArguments), prog=PROG)
+def _parser(add_help: bool = True) -> HfArgumentParser:
+    dataclasses = (SegmentationModelArguments, SegmentationDataArguments, MixProTrainingArguments)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    return HfArgumentParser(dataclasses, prog=PROG, formatter_class=formatter, add_help=add_help)
 
 
-def given_flags(argv: Sequence[str]) -> set[str]:
-    """The flags present in ``argv`` (abbreviations and ``--no_`` forms resolved), by field name."""
-    probe = _parser()
+def _typed(argv: Sequence[str]) -> dict[str, Any]:
+    """The flags present in ``argv`` (abbreviations and ``--no_`` forms resolved), typed, by field name."""
+    probe = _parser(add_help=False)
     for action in probe._actions:
         action.default = argparse.SUPPRESS
     namespace, _ = probe.parse_known_args(list(argv))
-    return set(vars(namespace))
+    return vars(namespace)
 
 
 def parse_segmentation_args(
     argv: Sequence[str],
 ) -> tuple[SegmentationModelArguments, SegmentationDataArguments, MixProTrainingArguments]:
     """Parse ``argv`` with :data:`RECIPE_FLAGS` (and, without ``--dataset_name``, :data:`EMBEDDED_FLAGS`) as the
-    defaults of every flag not given; bad values are one-line ``ValueError``s."""
-    given = given_flags(argv)
+    defaults of every flag not given (``--help`` shows them); bad values are one-line ``ValueError``s."""
+    given = set(_typed(argv))
     defaults = dict(RECIPE_FLAGS)
-    if "dataset_name" not in given:
+    if "dataset_name" not in given and not {"-h", "--help"} & set(argv):  # --help describes the recipe
         defaults.update(EMBEDDED_FLAGS)
-    defaults = {k: v for k, v in defaults.items() if k not in given}
-    flags = [item for key, value in defaults.items() for item in (f"--{key}", value)]
     parser = _parser()
-    namespace, unused = parser.parse_known_args([*flags, *argv])
+    parser.set_defaults(**_typed([item for key, value in defaults.items() for item in (f"--{key}", value)]))
+    namespace, unused = parser.parse_known_args(list(argv))
     if unused:
         raise ValueError(f"unknown arguments: {' '.join(unused)}")
     values = vars(namespace)
