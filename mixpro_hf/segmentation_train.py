@@ -54,7 +54,7 @@ from .segmentation_data import (
     train_transform,
 )
 from .segmentation_metrics import parse_scales
-from .segmentation_trainer import SegmentationTrainer
+from .segmentation_trainer import SegmentationTrainer, input_multiple
 from .training_args import MixProTrainingArguments
 from .transfer import DECODERS, segmentation_model
 
@@ -305,6 +305,12 @@ def _run(
         len(info["missing_keys"]),
         ", ".join(info["unexpected_keys"]) or "none",
     )
+    stride = input_multiple(model)
+    if model_args.decoder == "upernet" and data_args.crop_size % stride:  # (linear / segmenter pad their input)
+        raise ValueError(
+            f"--crop_size {data_args.crop_size}: UperNet's encoder takes sides that are multiples of its stride "
+            f"{stride}; use e.g. --crop_size {max(stride, data_args.crop_size // stride * stride)}"
+        )
     settings = run_record(model_args, data_args, training_args, splits.label_names)
     previous, changes = None, {}
     if checkpoint is not None:

@@ -223,6 +223,7 @@ def _bad_data(root: Path, name: str) -> str:
     ("case", "message"),
     [
         ("decoder", "--decoder 'fcn' is not one of linear, segmenter, upernet"),
+        ("stride", "--crop_size 14: UperNet's encoder takes sides that are multiples of its stride 4"),
         ("scales", "--eval_scales: 'abc' is not a number"),
         ("zero_scale", "--eval_scales: '0' is not a scale"),
         ("columns", "no image column found among ['img', 'mask']"),
@@ -237,6 +238,7 @@ def test_bad_input_is_one_line_before_training(setup, tmp_path, capsys, case, me
         "decoder": ["--decoder", "fcn"],
         "scales": ["--eval_scales", "0.5,abc"],
         "zero_scale": ["--eval_scales", "0,1"],
+        "stride": ["--decoder", "upernet", "--crop_size", "14"],
     }.get(case, [])
     args = _args(setup, out, *extra)
     if case in ("columns", "size", "range", "empty"):
