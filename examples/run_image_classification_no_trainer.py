@@ -6,7 +6,7 @@
 
 It takes the same flags and uses the same library contract as ``MixProTrainer``: ``parse_args`` and ``prepare``
 (data, model, checks), ``mix_batch`` + ``batch_generator`` (the same draws for the same seed),
-``forward_mixed`` (attention capture and the loss), ``optimizer_param_groups`` (DeiT's weight-decay rule),
+``forward_mixed`` (attention capture and the loss), ``optimizer_param_groups`` (each family's weight-decay rule),
 ``learnable_alpha_parameter`` and ``mean_mix_stats`` (the logged ``mixpro/*`` statistics). Only the loop is
 written out: optimiser, schedule, gradient accumulation, mixed precision, evaluation, checkpoint, card.
 ``--streaming True --max_steps N`` reads the training split while training, as ``mixpro-train`` does: each rank

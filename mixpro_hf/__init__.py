@@ -1,5 +1,6 @@
 """mixpro-hf: MixPro (MaskMix + Progressive Attention Labeling, ICLR 2023) for 🤗 Vision Transformers."""
 
+from . import auto_classes  # noqa: F401  (this package's models in 🤗's Auto classes: CA-Swin)
 from .collator import MixProCollator, mix_to_batch, pop_mix
 from .labels import (
     attention_lambda,
@@ -24,7 +25,12 @@ from .recipe import (
 
 __version__ = "0.1.0"
 
-# Names that need transformers are imported on first use, so `from mixpro_hf import maskmix` stays light.
+# The Auto classes know this package's models as soon as it is imported: the backbones (AutoBackbone for ViT, DeiT,
+# PVT v1 and CA-Swin checkpoints), the two segmentation decoders (AutoModelForSemanticSegmentation) and CA-Swin
+# (auto_classes, imported above).
+from . import transfer as _transfer  # noqa: E402, F401  (registration runs on import)
+
+# The other names (the trainer, the pipeline, timm, datasets) are imported on first use.
 _LAZY = {
     "capture_cls_attention": "attention",
     "cls_attention_problem": "attention",
@@ -54,10 +60,29 @@ _LAZY = {
     "model_geometry": "modeling",
     "token_geometry": "modeling",
     "TokenGeometry": "modeling",
-    "CaSwinConfig": "modeling",  # through modeling, which registers CA-Swin with the Auto classes
-    "CaSwinForImageClassification": "modeling",
+    "CaSwinConfig": "ca_swin",
+    "CaSwinForImageClassification": "ca_swin",
     "optimizer_param_groups": "modeling",
     "unwrap_model": "modeling",
+    "load_backbone": "transfer",
+    "segmentation_model": "transfer",
+    "copy_backbone_weights": "transfer",
+    "ViTBackbone": "backbones",
+    "ViTBackboneConfig": "backbones",
+    "DeiTBackbone": "backbones",
+    "DeiTBackboneConfig": "backbones",
+    "PvtBackbone": "backbones",
+    "PvtBackboneConfig": "backbones",
+    "CaSwinBackbone": "backbones",
+    "LinearSegmentationConfig": "segmentation_models",
+    "LinearForSemanticSegmentation": "segmentation_models",
+    "SegmenterConfig": "segmentation_models",
+    "SegmenterForSemanticSegmentation": "segmentation_models",
+    "UperNetWithBackboneConfig": "segmentation_models",
+    "UperNetWithBackboneForSemanticSegmentation": "segmentation_models",
+    "SegmentationTrainer": "segmentation_trainer",
+    "evaluate_segmentation": "segmentation_metrics",
+    "iou_metrics": "segmentation_metrics",
     "DataArguments": "data",
     "parse_args": "arguments",
     "Prepared": "pipeline",

@@ -49,15 +49,28 @@ def files_to_push(output_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def _remote_code_files(output_dir: Path) -> tuple[str, ...]:
-    """The model code files ``config.json``'s ``auto_map`` names (e.g. ``ca_swin.py`` of CA-Swin), without which
-    the repository does not load with ``trust_remote_code=True``."""
+    """The model code files ``config.json``'s ``auto_map`` names (e.g. ``ca_swin.py`` of CA-Swin) and the files
+    they import relatively (a segmentation model's ``backbones.py``), without which the repository does not load
+    with ``trust_remote_code=True``."""
     try:
         auto_map = json.loads((output_dir / "config.json").read_text()).get("auto_map") or {}
     except (OSError, ValueError, AttributeError):
         return ()
     references = [ref for value in auto_map.values() for ref in (value if isinstance(value, list) else [value])]
     modules = {ref.split("--")[-1].rsplit(".", 1)[0] for ref in references if isinstance(ref, str) and "." in ref}
-    return tuple(sorted(f"{module}.py" for module in modules if module.isidentifier()))
+    files = {f"{module}.py" for module in modules if module.isidentifier()}
+    # and the files those import relatively (`from .backbones import ...`), which transformers loads with them
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    pending = sorted(files)
+    while pending:
+        path = output_dir / pending.pop()
+        for module in get_relative_imports(path) if path.is_file() else []:
+            name = f"{module}.py"
+            if name not in files and (output_dir / name).is_file():
+                files.add(name)
+                pending.append(name)
+    return tuple(sorted(files))
 
 
 def _offline() -> bool:

@@ -9,6 +9,7 @@ Papers:
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,19 +26,12 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from .ca_swin import CaSwinConfig, CaSwinForImageClassification
+from . import auto_classes  # noqa: F401  (CA-Swin in the Auto classes, also for `import mixpro_hf.modeling` alone)
 from .config_overrides import apply_config_overrides, parse_config_overrides
 from .drop_path import apply_drop_path
 from .presets import MODEL_PRESETS, preset_config
 
 logger = logging.getLogger(__name__)
-
-# CA-Swin is a 🤗 model: AutoConfig / AutoModelForImageClassification know it, and save_pretrained copies its code
-# (mixpro_hf/ca_swin.py) next to the weights with an auto_map, for stock transformers with trust_remote_code=True.
-AutoConfig.register(CaSwinConfig.model_type, CaSwinConfig, exist_ok=True)
-AutoModelForImageClassification.register(CaSwinConfig, CaSwinForImageClassification, exist_ok=True)
-CaSwinConfig.register_for_auto_class()
-CaSwinForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 ModelType = Literal["vit", "deit", "beit", "dinov2"]
 ModelPresetName = Literal[tuple(MODEL_PRESETS)]  # type: ignore[valid-type]
@@ -49,7 +43,7 @@ MODEL_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12
 PAPER_GEOMETRY = {"image_size": 224, "patch_size": 14, "layer_norm_eps": 1e-6}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RECIPE_DROP_PATH_RATE = 0.1
-# Parameters DeiT/timm never decay (``no_weight_decay``), besides every bias and norm (ndim <= 1).
+# 🤗 names of the parameters DeiT/timm never decay (their ``no_weight_decay``), besides every bias and norm (ndim <= 1).
 NO_DECAY_NAMES = (
     "cls_token",
     "distillation_token",
@@ -281,13 +275,47 @@ def _apply_overrides(config: Any, overrides: str) -> None:
     config.model_args = {**(config.model_args or {}), **parse_config_overrides(overrides)}
 
 
+def declared_no_decay_names(model: nn.Module) -> set[str]:
+    """Parameters that the model's own modules exempt from weight decay through ``no_weight_decay()``.
+
+    timm's models state their family's official rule this way, as patterns (``fnmatch``) relative to the module that
+    declares them: ViT/DeiT ``{pos_embed, cls_token, reg_token, dist_token}``; CaiT ``{pos_embed, cls_token}``
+    (facebookresearch/deit ``cait_models.py``); XCiT ``{pos_embed.*, cls_token}`` (the Fourier position encoding is a
+    module) and each cross-covariance attention's ``{temperature}`` (facebookresearch/xcit ``xcit.py`` declares it on
+    ``XCA``); Swin's ``relative_position_bias_table``. Every module that declares a rule is read, not only the top one
+    (timm's optimizer factory reads only the top model's, which would decay XCiT's ``temperature``).
+    """
+    parameters = [name for name, _ in model.named_parameters()]
+    exempt: set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if not callable(declared):
+            continue
+        patterns = list(declared())
+        base = f"{prefix}." if prefix else ""
+        exempt.update(
+            name
+            for name in parameters
+            if name.startswith(base) and any(fnmatch.fnmatchcase(name[len(base) :], p) for p in patterns)
+        )
+    return exempt
+
+
 def decay_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters that get weight decay: every weight except biases and norms (ndim <= 1),
-    the class / distillation / register / mask tokens and the position embeddings (DeiT's rule)."""
+    """Names of the parameters that get weight decay: every weight except
+
+    * biases, norms and LayerScale factors (``ndim <= 1``, as DeiT and timm);
+    * the class / distillation / register / mask tokens, position embeddings and relative position bias tables, by
+      their 🤗 names (:data:`NO_DECAY_NAMES`: 🤗 ViT, DeiT, BEiT, PVT, Swin and CA-Swin declare no rule of their own);
+    * what the model's modules declare in ``no_weight_decay()`` (:func:`declared_no_decay_names`: the official rule of
+      each timm family: ViT/DeiT, CaiT, XCiT, Swin).
+    """
+    inner = unwrap_model(model)
+    declared = declared_no_decay_names(inner)
     return [
         name
-        for name, param in unwrap_model(model).named_parameters()
-        if param.ndim > 1 and not any(part in name for part in NO_DECAY_NAMES)
+        for name, param in inner.named_parameters()
+        if param.ndim > 1 and name not in declared and not any(part in name for part in NO_DECAY_NAMES)
     ]
 
 

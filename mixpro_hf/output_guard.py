@@ -25,16 +25,17 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .figures import ALPHA_CURVE_FILE, SAMPLES_FILE
 from .model_card import REPLACEABLE
 from .trainer import STAGING_DIR
-from .write_guard import PARTIAL_SUFFIX
+from .write_guard import PARTIAL_SUFFIX, reporting_write_failures, run_write_failure
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCK_FILE = ".mixpro-run.lock"
 RUN_FILE = "mixpro_run.json"
@@ -200,7 +201,20 @@ def written_by_mixpro(path: Path) -> bool:
     if path.name == "README.md":
         text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         return any(mark in text for mark in REPLACEABLE)
+    if path.suffix == ".py":
+        return is_saved_model_code(path)
     return any(fnmatch.fnmatch(path.name, pattern) for pattern in RUN_OUTPUTS)
+
+
+def is_saved_model_code(path: Path) -> bool:
+    """Whether ``path`` is the copy of one of this package's modules that ``save_pretrained`` writes beside the
+    weights of a remote-code model (CA-Swin's ``ca_swin.py``, the segmentation decoders' files): same name, same
+    bytes. A file that differs (the user's, or an older version's) is not."""
+    own = Path(__file__).resolve().parent / path.name
+    try:
+        return path.is_file() and not path.is_symlink() and own.is_file() and own.read_bytes() == path.read_bytes()
+    except OSError:
+        return False
 
 
 def _inside(path: str, folder: Path) -> bool:
@@ -271,14 +285,39 @@ def remove_if_written_by_this_run(output_dir: str | os.PathLike[str], before: se
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def run_holding_the_lock(output_dir: str | os.PathLike[str], take: bool, body: Callable[[list[Any]], T]) -> T:
+    """``body(trainers)`` while this process holds ``output_dir``'s lock (``take``: the run's main process). ``body``
+    appends its trainer to ``trainers``; a run that fails before its first step removes what it wrote (a folder it
+    created, ``mixpro_run.json``, ...), so nothing blocks the corrected rerun. A failed write (the lock on a read-only
+    volume, a full disk anywhere in the run) becomes one :class:`~mixpro_hf.write_guard.WriteFailed` line."""
+    out = Path(output_dir).expanduser()
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    with reporting_write_failures(run_write_failure(out, out / LOCK_FILE)):  # a read-only volume
+        lock = OutputDirLock(out).acquire() if take else None
+    trainers: list[Any] = []
+    try:
+        # the entry points' safety net: a failed write anywhere in the run is one line (write_guard)
+        with reporting_write_failures(run_write_failure(out), writes_only=False, within=out):
+            return body(trainers)
+    except BaseException:
+        if lock is not None and not (trainers and trainers[0].state.global_step > 0):  # failed before a first step
+            remove_if_written_by_this_run(out, before)
+        raise
+    finally:
+        if lock is not None:
+            lock.release_and_clean()
+
+
 __all__ = [
     "LOCK_FILE",
     "RUN_OUTPUTS",
     "OutputDirInUse",
     "OutputDirLock",
     "check_output_dir",
+    "is_saved_model_code",
     "output_dir_lock",
     "remove_if_written_by_this_run",
     "remove_run_outputs",
+    "run_holding_the_lock",
     "written_by_mixpro",
 ]

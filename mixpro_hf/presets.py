@@ -9,9 +9,12 @@ Papers and the official training code each preset follows:
     - CaiT: Touvron et al., ICCV 2021 (paper's training settings / facebookresearch/deit ``cait_models.py``:
       stochastic depth 0.05 for XXS-24, 0.1 for XXS-36, LayerScale init 1e-5 (timm's ``cait_xxs*_224``); the DeiT
       code's ``main.py``: no clipping).
-    - XCiT: Ali et al., NeurIPS 2021 (facebookresearch/xcit README training commands: drop path 0.05 / 0.1 / 0.05 /
-      0.15 / 0.25 for T12 / T24 / S12 / M24 / L24, 400 epochs; LayerScale eta 1.0 for T12 and S12, 1e-5 for T24,
-      M24 and L24, as timm's model definitions build them; no clipping).
+    - XCiT: Ali et al., NeurIPS 2021: 400 epochs (the paper's §4.1 and README); drop path 0.05 for S12 from the
+      facebookresearch/xcit README's training command (``--model xcit_small_12_p16 ... --drop-path 0.05``). The
+      README sends every other model's hyper-parameters to Table B.1 of the paper's supplement, which could not be
+      retrieved here: the values 0.05 / 0.1 / 0.15 / 0.25 for T12 / T24 / M24 / L24 are unverified (not sourced).
+      LayerScale eta 1.0 for T12 and S12, 1e-5 for T24, M24 and L24, as facebookresearch/xcit ``xcit.py`` and
+      timm's model definitions build them; no clipping.
     - Swin: Liu et al., ICCV 2021 (microsoft/Swin-Transformer ``configs/swin_{tiny,small}_patch4_window7_224.yaml``
       and ``config.py``: drop path 0.2 / 0.3, gradient clipping 5.0 before the optimizer step, 20 warm-up epochs).
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import transformers
 from .arguments import given_flags, parse_args, recipe_summary, short_run_logging_steps, training_steps
 from .divergence import TrainingDiverged
 from .hub import PushToHubError
-from .output_guard import LOCK_FILE, OutputDirLock, remove_if_written_by_this_run
+from .output_guard import run_holding_the_lock
 from .pipeline import (
     calibrate,
     end_process_group,
@@ -37,7 +37,7 @@ from .pipeline import (
     write_figures,
 )
 from .trainer import MixProTrainer, TrainingStopped
-from .write_guard import WriteFailed, check_folder_exists, reporting_write_failures, run_write_failure
+from .write_guard import WriteFailed, check_folder_exists
 
 logger = logging.getLogger("mixpro_hf.train")
 LOG_FORMAT, LOG_DATE_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"
@@ -72,21 +72,11 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     given = given_flags(argv)
     setup_logging(training_args)
-    output_dir = Path(training_args.output_dir).expanduser()
-    before = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
-    with reporting_write_failures(run_write_failure(output_dir, output_dir / LOCK_FILE)):  # a read-only volume
-        lock = OutputDirLock(output_dir).acquire() if training_args.should_save else None
-    trainers: list[MixProTrainer] = []
-    try:
-        with reporting_write_failures(run_write_failure(output_dir), writes_only=False, within=output_dir):
-            return _run(model_args, data_args, training_args, given, trainers)
-    except BaseException:
-        if lock is not None and not (trainers and trainers[0].state.global_step > 0):  # failed before a first step
-            remove_if_written_by_this_run(output_dir, before)
-        raise
-    finally:
-        if lock is not None:
-            lock.release_and_clean()
+    return run_holding_the_lock(
+        training_args.output_dir,
+        training_args.should_save,
+        lambda trainers: _run(model_args, data_args, training_args, given, trainers),
+    )
 
 
 def _run(
@@ -189,24 +179,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint, the final model, a figure, the card, the run record, ...: :mod:`~mixpro_hf.write_guard`) or Hub
     push, a diverged run (a NaN/inf loss; nothing non-finite saved) (exit 1), a SIGTERM that stopped
     training after a checkpoint (exit 143)."""
+    return run_entry_point(
+        "mixpro-train", run, sys.argv[1:] if argv is None else argv, ("accuracy", "ece", "_map", "_f1")
+    )
+
+
+def run_entry_point(
+    prog: str, run_fn: Callable[[Sequence[str]], dict[str, Any]], argv: Sequence[str], shown: tuple[str, ...]
+) -> int:
+    """Run ``run_fn(argv)`` as a console command named ``prog`` (``mixpro-train``, ``run_semantic_segmentation``):
+    the exit codes and one-line errors of :func:`main`, then ``final metrics:`` with the results whose key ends with
+    one of ``shown``."""
     handler = _console_handler()
     try:
-        results = run(sys.argv[1:] if argv is None else argv)
+        results = run_fn(argv)
     except KeyboardInterrupt:
         return 130
     except TrainingStopped as err:
-        print(f"mixpro-train: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         return err.exit_code
     except (ValueError, FileNotFoundError) as err:
-        print(f"mixpro-train: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except (WriteFailed, PushToHubError, TrainingDiverged) as err:
-        print(f"mixpro-train: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     finally:
         logging.getLogger("mixpro_hf").removeHandler(handler)
         end_process_group()
-    summary = {k: v for k, v in results.items() if k.endswith(("accuracy", "ece", "_map", "_f1"))}
+    summary = {k: v for k, v in results.items() if k.endswith(shown)}
     print("final metrics:", json.dumps(summary))
     return 0
 

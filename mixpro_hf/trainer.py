@@ -190,7 +190,7 @@ class MixProTrainer(Trainer):
             raise TypeError(f"args must be MixProTrainingArguments, got {type(args).__name__}")
         check_private_trainer_api(logger.warning)  # the Trainer internals overridden below (trainer_internals)
         self.mix_config = args.mixpro_config()
-        self.patch_size, image_size = model_geometry(model, args.mix_patch_size)
+        self.patch_size, image_size = self.mixing_geometry(model, args)
         self.num_labels = int(unwrap_model(model).config.num_labels)
         self._image_size = image_size
         evaluating_only = (
@@ -220,6 +220,11 @@ class MixProTrainer(Trainer):
         self._mix_step, self._mix_micro = -1, 0
         self.loss_watch = NonFiniteLossWatch(self.args.device)
         self._resume_changes: dict[str, Any] = {}  # settings a resume changed with consent (train())
+
+    def mixing_geometry(self, model: nn.Module, args: MixProTrainingArguments) -> tuple[int, int | None]:
+        """``(patch_size, image_size)`` of the mixing grid: :func:`~mixpro_hf.modeling.model_geometry` (a subclass
+        that mixes nothing may state its own)."""
+        return model_geometry(model, args.mix_patch_size)
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
@@ -606,8 +611,9 @@ class MixProTrainer(Trainer):
     # ------------------------------------------------------------------ optimisation
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        """DeiT's rule (:func:`mixpro_hf.modeling.decay_parameter_names`): no decay on biases, norms, the
-        class / distillation / register tokens and the position embeddings."""
+        """Each family's official rule (:func:`mixpro_hf.modeling.decay_parameter_names`): no decay on biases,
+        norms, the class / distillation / register tokens, the position embeddings and what timm's models name in
+        ``no_weight_decay()``."""
         return decay_parameter_names(model)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:

@@ -34,7 +34,7 @@ from mixpro_hf import MixProTrainer, MixProTrainingArguments
 from mixpro_hf.attention import capture_cls_attention, cls_token_layout, find_last_attention
 from mixpro_hf.ca_swin import CaSwinConfig, CaSwinForImageClassification
 from mixpro_hf.hub import files_to_push
-from mixpro_hf.modeling import model_geometry, token_geometry
+from mixpro_hf.modeling import decay_parameter_names, model_geometry, token_geometry
 from mixpro_hf.recipe import MixProConfig
 from mixpro_hf.step import check_model_for_mixing
 
@@ -93,7 +93,8 @@ FAMILIES: dict[str, Family] = {
     ),
     "timm-vit": Family(lambda a: _timm("vit_tiny_patch16_224", a, **TIMM), 4, 32, 1),
     "timm-deit": Family(lambda a: _timm("deit_tiny_distilled_patch16_224", a, **TIMM), 4, 32, 2),
-    "cait": Family(lambda a: _timm("cait_xxs24_224", a, depth_token_only=1, **TIMM), 4, 32, 1),
+    # two class-attention blocks, as CaiT's own (the capture must read the last one)
+    "cait": Family(lambda a: _timm("cait_xxs24_224", a, depth_token_only=2, **TIMM), 4, 32, 1),
     "xcit": Family(
         lambda a: _timm("xcit_tiny_12_p8_224", a, img_size=40, patch_size=8, embed_dim=32, depth=1, num_heads=2),
         8,
@@ -273,3 +274,82 @@ def test_geometry_errors_name_the_real_cause() -> None:
     with pytest.raises(ValueError, match="no readable query/key") as info:
         check_model_for_mixing(no_qk, attention, 8, 64)
     assert "no class token" not in str(info.value)
+
+
+def test_cait_capture_reads_the_last_of_two_class_attention_blocks() -> None:
+    torch.manual_seed(0)
+    model = FAMILIES["cait"].build("eager").eval()
+    blocks = model.timm_model.blocks_token_only
+    assert len(blocks) == 2
+    with torch.no_grad():  # sharper than the near-uniform attention of a fresh model, so the blocks differ clearly
+        for block in blocks:
+            block.attn.q.weight.mul_(30.0)
+    rows: list[list[torch.Tensor]] = [[], []]
+    handles = [  # each block's eager softmax, read at its own dropout (not through find_last_attention)
+        block.attn.attn_drop.register_forward_pre_hook(lambda module, args, i=i: rows[i].append(args[0]))
+        for i, block in enumerate(blocks)
+    ]
+    pixel_values = torch.randn(2, 3, 32, 32)
+    with capture_cls_attention(model) as capture, torch.no_grad():
+        model(pixel_values=pixel_values)
+    for handle in handles:
+        handle.remove()
+    first, last = (r[-1][:, :, 0, 1:].float().mean(dim=1) for r in rows)
+    assert (first - last).abs().max() > 1e-2, "the two blocks must attend differently for the test to tell them apart"
+    torch.testing.assert_close(capture.attention, last, atol=1e-5, rtol=0)
+
+
+# Each family's parameters of more than one dimension that get no weight decay (every 1-D one gets none): the
+# official rule of each (timm's no_weight_decay() for timm's models, DeiT's token and position names for 🤗's).
+NO_DECAY = {
+    "hf-vit": {"vit.embeddings.cls_token", "vit.embeddings.position_embeddings"},
+    "hf-deit": {
+        "deit.embeddings.cls_token",
+        "deit.embeddings.position_embeddings",
+        "deit.embeddings.distillation_token",
+    },
+    "hf-pvt": {
+        "pvt.encoder.patch_embeddings.0.position_embeddings",
+        "pvt.encoder.patch_embeddings.1.position_embeddings",
+        "pvt.encoder.patch_embeddings.1.cls_token",
+    },
+    "timm-vit": {"timm_model.cls_token", "timm_model.pos_embed"},
+    "timm-deit": {"timm_model.cls_token", "timm_model.pos_embed", "timm_model.dist_token"},
+    "cait": {"timm_model.cls_token", "timm_model.pos_embed"},
+    "xcit": {
+        "timm_model.cls_token",
+        "timm_model.pos_embed.token_projection.weight",
+        "timm_model.blocks.0.attn.temperature",
+    },
+    "ca-swin": {
+        "cls_token",
+        "swin.encoder.layers.0.blocks.0.attention.relative_position_bias.relative_position_bias_table",
+        "swin.encoder.layers.1.blocks.0.attention.relative_position_bias.relative_position_bias_table",
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_weight_decay_follows_each_familys_official_rule(name: str) -> None:
+    model = FAMILIES[name].build("sdpa")
+    decayed = set(decay_parameter_names(model))
+    parameters = dict(model.named_parameters())
+    assert not any(parameters[n].ndim <= 1 for n in decayed), "biases, norms and LayerScale factors are never decayed"
+    exempt = {n for n, p in parameters.items() if p.ndim > 1 and n not in decayed}
+    assert exempt == NO_DECAY[name]
+    assert any("weight" in n for n in decayed)  # the projections themselves are decayed
+
+
+def test_import_mixpro_hf_registers_ca_swin_with_the_auto_classes() -> None:
+    script = textwrap.dedent(
+        """
+        import mixpro_hf
+        from transformers import AutoConfig, AutoModelForImageClassification
+        config = AutoConfig.for_model("ca_swin", image_size=32, patch_size=4, embed_dim=8, depths=[1, 1],
+                                      num_heads=[1, 1], window_size=4, num_labels=2)
+        print(type(AutoModelForImageClassification.from_config(config)).__name__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["CaSwinForImageClassification"]
