@@ -196,6 +196,8 @@ def parse_segmentation_args(
     defaults = dict(RECIPE_FLAGS)
     if "dataset_name" not in given and not {"-h", "--help"} & set(argv):  # --help describes the recipe
         defaults.update(EMBEDDED_FLAGS)
+    if "lr_scheduler_type" in given and "lr_scheduler_kwargs" not in given:
+        del defaults["lr_scheduler_kwargs"]  # the recipe's power and end belong to its polynomial schedule
     parser = _parser()
     parser.set_defaults(**_typed([item for key, value in defaults.items() for item in (f"--{key}", value)]))
     namespace, unused = parser.parse_known_args(list(argv))
