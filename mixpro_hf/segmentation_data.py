@@ -85,6 +85,19 @@ class SegmentationDataArguments:
             "evaluation view (Segmenter's Pascal Context: 520; ADE20K: 512)."
         },
     )
+    scale_range: str = field(
+        default=",".join(f"{r:g}" for r in RATIO_RANGE),
+        metadata={
+            "help": "Training rescale of --base_size, uniform in MIN,MAX (Segmenter / MMSeg ratio_range: 0.5,2.0; "
+            "1,1 keeps the size)."
+        },
+    )
+    flip_probability: float = field(
+        default=0.5,
+        metadata={
+            "help": "Probability of a horizontal flip in training (Segmenter: 0.5; 0 for mirror-sensitive data)."
+        },
+    )
     train_val_split: float = field(
         default=0.15, metadata={"help": "Share of train held out for validation when there is no validation split."}
     )
@@ -100,8 +113,24 @@ class SegmentationDataArguments:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name} must be a whole number of pixels >= 1, got {value!r}")
+        _ = self.scale_bounds  # checked here, before any data is read
+        if isinstance(self.flip_probability, bool) or not 0.0 <= self.flip_probability <= 1.0:
+            raise ValueError(f"--flip_probability must be in [0, 1], got {self.flip_probability!r}")
         if not 0.0 <= self.train_val_split < 1.0:
             raise ValueError(f"--train_val_split must be in [0, 1), got {self.train_val_split!r}")
+
+    @property
+    def scale_bounds(self) -> tuple[float, float]:
+        """``--scale_range`` as ``(low, high)``, ``0 < low <= high``; else a one-line ``ValueError``."""
+        try:
+            low, high = (float(part) for part in str(self.scale_range).split(","))
+        except ValueError:
+            low = high = float("nan")
+        if not 0.0 < low <= high < float("inf"):
+            raise ValueError(
+                f"--scale_range must be MIN,MAX with 0 < MIN <= MAX (e.g. 0.5,2.0), got {self.scale_range!r}"
+            )
+        return low, high
 
     @property
     def uses_embedded_default(self) -> bool:
@@ -296,15 +325,24 @@ def _rgb(image: Any) -> Any:
     return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
 
 
-def train_transform(crop_size: int, base_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
-    """Segmenter's training pipeline without its photometric distortion (module docstring); applied jointly to a
-    ``tv_tensors.Image`` and its ``tv_tensors.Mask`` (nearest for the mask, 255 where padded)."""
-    low, high = (round(base_size * r) for r in RATIO_RANGE)
+def train_transform(
+    crop_size: int,
+    base_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale_range: tuple[float, float] = RATIO_RANGE,
+    flip_probability: float = 0.5,
+) -> v2.Transform:
+    """Segmenter's training pipeline without its photometric distortion (module docstring): the shorter side
+    rescaled to ``base_size`` x U(``scale_range``), a ``crop_size`` crop, a horizontal flip with
+    ``flip_probability``; applied jointly to a ``tv_tensors.Image`` and its ``tv_tensors.Mask`` (nearest for the
+    mask, 255 where padded)."""
+    low, high = (round(base_size * r) for r in scale_range)
     return v2.Compose(
         [
             v2.RandomResize(low, high + 1, antialias=True),
             v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
-            v2.RandomHorizontalFlip(0.5),
+            v2.RandomHorizontalFlip(flip_probability),
             v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True),
             v2.Normalize(mean=list(mean), std=list(std)),
         ]

@@ -226,6 +226,8 @@ def _bad_data(root: Path, name: str) -> str:
         ("stride", "--crop_size 14: UperNet's encoder takes sides that are multiples of its stride 4"),
         ("scales", "--eval_scales: 'abc' is not a number"),
         ("zero_scale", "--eval_scales: '0' is not a scale"),
+        ("scale_range", "--scale_range must be MIN,MAX with 0 < MIN <= MAX (e.g. 0.5,2.0), got '2,0.5'"),
+        ("flip", "--flip_probability must be in [0, 1], got 1.5"),
         ("columns", "no image column found among ['img', 'mask']"),
         ("size", "the mask is 12x12 but its image is 16x16"),
         ("range", "label id 7 is outside [0, 3) and not 255"),
@@ -238,6 +240,8 @@ def test_bad_input_is_one_line_before_training(setup, tmp_path, capsys, case, me
         "decoder": ["--decoder", "fcn"],
         "scales": ["--eval_scales", "0.5,abc"],
         "zero_scale": ["--eval_scales", "0,1"],
+        "scale_range": ["--scale_range", "2,0.5"],
+        "flip": ["--flip_probability", "1.5"],
         "stride": ["--decoder", "upernet", "--crop_size", "14"],
     }.get(case, [])
     args = _args(setup, out, *extra)
@@ -316,3 +320,19 @@ def test_a_diverged_run_stops_with_one_line_and_saves_nothing(setup, tmp_path, c
     err = capsys.readouterr().err
     assert "run_semantic_segmentation: error:" in err and "Traceback" not in err
     assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_train_transform_follows_scale_range_and_flip_probability(flip):
+    """``--scale_range 1,1`` keeps a crop-sized image as it is; ``--flip_probability`` 0 never mirrors it, 1 always
+    (the embedded digits task sets 1,1 and 0: a mirrored digit is another glyph)."""
+    from torchvision import tv_tensors
+
+    from mixpro_hf.segmentation_data import train_transform
+
+    mask = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8) % 11
+    image = mask.expand(3, 8, 8).clone()
+    transform = train_transform(8, 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), scale_range=(1.0, 1.0), flip_probability=flip)
+    _, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+    expected = mask.flip(-1) if flip else mask
+    assert torch.equal(out_mask, expected.long())
