@@ -296,9 +296,15 @@ def declared_no_decay_names(model: nn.Module) -> set[str]:
         exempt.update(
             name
             for name in parameters
-            if name.startswith(base) and any(fnmatch.fnmatchcase(name[len(base) :], p) for p in patterns)
+            if name.startswith(base) and any(_declared(name[len(base) :], p) for p in patterns)
         )
     return exempt
+
+
+def _declared(name: str, pattern: str) -> bool:
+    """``name`` is covered by a ``no_weight_decay()`` pattern: the pattern itself, or a module the pattern names (timm
+    before 1.0.31 declares XCiT's position encoding, a module, as ``pos_embed``; 1.0.31 as ``pos_embed.*``)."""
+    return fnmatch.fnmatchcase(name, pattern) or name.startswith(f"{pattern}.")
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
