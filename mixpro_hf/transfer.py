@@ -65,6 +65,8 @@ __all__ = [
     "BACKBONE_CLASSES",
     "BACKBONE_FAMILIES",
     "DECODERS",
+    "TRANSFER_MIN_TRANSFORMERS",
+    "check_transfer_support",
     "copy_backbone_weights",
     "load_backbone",
     "register_auto_classes",
@@ -106,6 +108,24 @@ def register_auto_classes() -> None:
 
 
 register_auto_classes()
+
+#: The oldest transformers the transfer code is tested with (CI's newest set). The package's own lower bound (5.13, CI's
+#: lower-bound job) is older: there ``AutoBackbone`` ignores the registration for 🤗's ViT config and a saved decoder's
+#: config does not reload, so this module refuses it rather than fail later or differently.
+TRANSFER_MIN_TRANSFORMERS = "5.25.0"
+
+
+def check_transfer_support() -> None:
+    """One-line ``ValueError`` when the installed transformers is older than :data:`TRANSFER_MIN_TRANSFORMERS`."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(TRANSFER_MIN_TRANSFORMERS):
+        raise ValueError(
+            f"backbones and segmentation models from checkpoints are tested with transformers >= "
+            f"{TRANSFER_MIN_TRANSFORMERS}, and this environment has {transformers.__version__}: "
+            f"pip install -U 'transformers>={TRANSFER_MIN_TRANSFORMERS}'"
+        )
 
 
 def _classifier(checkpoint: Any, load_kwargs: dict[str, Any]) -> PreTrainedModel:
@@ -219,6 +239,7 @@ def load_backbone(
         ValueError: unknown family, a checkpoint that cannot be loaded, stages out of range, a checkpoint that lacks
             one of the backbone's tensors.
     """
+    check_transfer_support()
     backbone_kwargs = {key: kwargs.pop(key) for key in BACKBONE_KWARGS if key in kwargs}
     if out_indices is not None:
         backbone_kwargs["out_indices"] = list(out_indices)
@@ -330,6 +351,7 @@ def segmentation_model(
     Every model: ``model(pixel_values, labels=None)`` -> ``SemanticSegmenterOutput``, logits at the input's size,
     loss cross-entropy ignoring ``config.loss_ignore_index`` (255).
     """
+    check_transfer_support()
     if decoder not in DECODERS:
         raise ValueError(f"decoder {decoder!r} is not one of {', '.join(DECODERS)}")
     labels = _labels(id2label, label2id)

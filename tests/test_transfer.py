@@ -474,3 +474,18 @@ def test_a_distilled_deit_names_both_heads_left_out() -> None:
         f"{h}.{p}" for h in ("cls_classifier", "distillation_classifier") for p in ("bias", "weight")
     ]
     assert backbone(torch.randn(1, 3, 32, 32)).feature_maps[-1].shape == (1, 32, 8, 8), "both prefix tokens dropped"
+
+
+def test_an_untested_older_transformers_is_refused_in_one_line(monkeypatch) -> None:
+    """transformers 5.13 (the package's lower bound) fails the transfer code in several ways (AutoBackbone, reloading
+    a decoder's config): load_backbone and segmentation_model refuse it before doing anything."""
+    import transformers
+
+    from mixpro_hf.transfer import TRANSFER_MIN_TRANSFORMERS
+
+    monkeypatch.setattr(transformers, "__version__", "5.13.0")
+    model = ViTForImageClassification(ViTConfig(num_labels=3, **VIT))
+    for call in (lambda: load_backbone(model), lambda: segmentation_model(model, decoder="linear", id2label={0: "a"})):
+        with pytest.raises(ValueError, match=r"tested with transformers >= ") as err:
+            call()
+        assert "\n" not in str(err.value) and "5.13.0" in str(err.value) and TRANSFER_MIN_TRANSFORMERS in str(err.value)
