@@ -103,12 +103,7 @@ def label_names(dataset: Dataset, label_column: str, num_labels: int | None = No
     values = _label_array(dataset, label_column)
     _check_no_missing(values, label_column, "", feature)
     if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-        if num_labels is not None and num_labels != len(names):
-            raise ValueError(
-                f"--num_labels {num_labels} does not match the {len(names)} ClassLabel names of label column "
-                f"{label_column!r}: leave --num_labels unset"
-            )
+        names = class_label_names(feature, label_column, num_labels)
         reason = f"(the ClassLabel has {len(names)} names; -1 means unlabelled)"
         _check_ids(values, label_column, len(names), "", reason)
         return names
@@ -171,6 +166,17 @@ def encode_string_labels(
         if unknown:
             _refuse_unknown_names(unknown, names, present, split, reference)
     return dataset.cast_column(label_column, ClassLabel(names=list(names)))
+
+
+def class_label_names(feature: ClassLabel, label_column: str, num_labels: int | None) -> list[str]:
+    """A ``ClassLabel``'s names as the label space; a ``--num_labels`` that disagrees is refused in one line."""
+    names = list(feature.names)
+    if num_labels is not None and num_labels != len(names):
+        raise ValueError(
+            f"--num_labels {num_labels} does not match the {len(names)} ClassLabel names of label column "
+            f"{label_column!r}: leave --num_labels unset"
+        )
+    return names
 
 
 def split_label_feature(dataset: Dataset, label_column: str, split: str) -> tuple[str, Any]:

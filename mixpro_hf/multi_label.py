@@ -33,6 +33,7 @@ from .class_labels import (
     STRING_DTYPES,
     _is_dtype,
     _label_array,
+    class_label_names,
     few_values,
     label_names,
     split_label_feature,
@@ -180,12 +181,7 @@ def multi_label_names(
     inner = feature.feature
     values = _label_array(dataset, label_column)
     if isinstance(inner, ClassLabel):
-        names = list(inner.names)
-        if num_labels is not None and num_labels != len(names):
-            raise ValueError(
-                f"--num_labels {num_labels} does not match the {len(names)} ClassLabel names of label column "
-                f"{label_column!r}: leave --num_labels unset"
-            )
+        names = class_label_names(inner, label_column, num_labels)
         _check_ids(values, label_column, len(names), "", f"(the ClassLabel has {len(names)} names)")
     elif _is_dtype(inner, STRING_DTYPES):
         dataset, names = _encode_names(dataset, label_column, None, "", "the training split")
